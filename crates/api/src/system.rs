@@ -1,0 +1,39 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `GET /api/v0/version`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api: String,
+}
+
+/// `GET /health`: the shape kept from the computer-use backend.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub service: String,
+}
+
+/// One dependency's health in `GET /health/detailed`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ComponentHealth {
+    /// `healthy`, `unhealthy` or `not_configured`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// `GET /health/detailed`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthDetailed {
+    pub status: String,
+    pub service: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub database: ComponentHealth,
+    pub runtime: ComponentHealth,
+    pub image: ComponentHealth,
+}

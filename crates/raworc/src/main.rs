@@ -1,0 +1,49 @@
+//! `raworc`: the server (`raworc serve`) and the CLI, in one binary.
+
+use clap::{Parser, Subcommand};
+use raworc_server::ServerConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "raworc", version, about = "Remote Agentic Work Orchestrator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane in the foreground
+    Serve(ServerConfig),
+    #[command(flatten)]
+    Client(raworc_cli::ClientCommand),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(config) => {
+                init_tracing();
+                raworc_server::serve(config).await
+            }
+            Command::Client(cmd) => raworc_cli::run(cmd).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,75 @@
+//! `raworc serve` settings: flags with environment equivalents.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where Raworc keeps its files by default: `$RAWORC_HOME`, else `~/.raworc`.
+pub fn raworc_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("RAWORC_HOME") {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".raworc")
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "RAWORC_BIND", default_value = "127.0.0.1:9000")]
+    pub bind: SocketAddr,
+    /// Directory for the database, keys and logs [default: ~/.raworc/data].
+    #[arg(long, env = "RAWORC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://…, postgres://… or mysql://… [default: SQLite in the data dir].
+    #[arg(long, env = "RAWORC_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "RAWORC_BODY_LIMIT", default_value_t = 10 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Lifetime of login tokens, in seconds.
+    #[arg(long, env = "RAWORC_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub token_ttl_s: u64,
+    /// Password of the `admin` operator created on first start.
+    #[arg(long, env = "RAWORC_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Base64 of the 32-byte key that encrypts secrets [default: key file in the data dir].
+    #[arg(long, env = "RAWORC_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Login attempts allowed per operator name per minute.
+    #[arg(long, env = "RAWORC_LOGIN_LIMIT_PER_NAME", default_value_t = 10)]
+    pub login_limit_per_name: u32,
+    /// Login attempts allowed per client address per minute.
+    #[arg(long, env = "RAWORC_LOGIN_LIMIT_PER_ADDR", default_value_t = 60)]
+    pub login_limit_per_addr: u32,
+}
+
+impl ServerConfig {
+    /// Defaults for a server bound to `bind`, as `raworc serve` without flags.
+    pub fn new(bind: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            bind,
+            data_dir: Some(data_dir),
+            database_url: None,
+            body_limit: 10 * 1024 * 1024,
+            token_ttl_s: 24 * 3600,
+            admin_password: None,
+            secret_key: None,
+            login_limit_per_name: 10,
+            login_limit_per_addr: 60,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| raworc_home().join("data"))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("raworc.db").display()))
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared state of the running server.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raworc_store::Store;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::principal::OperatorCache;
+use crate::auth::ratelimit::RateLimiter;
+use crate::config::ServerConfig;
+use crate::crypto::SecretBox;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub keys: JwtKeys,
+    pub secrets: SecretBox,
+    pub metrics: Metrics,
+    pub operators: OperatorCache,
+    pub login_by_name: RateLimiter,
+    pub login_by_addr: RateLimiter,
+    /// Verified against when a login names an unknown operator, so that
+    /// unknown and known names take the same time.
+    pub dummy_hash: String,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.token_ttl_s)
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,159 @@
+//! Raworc's store: operators, sessions, messages and the audit log.
+//!
+//! One schema runs on SQLite, PostgreSQL and MySQL/MariaDB through sqlx's
+//! `Any` driver. Reads go straight to a connection pool; every write goes
+//! through a single [`writer`] task that commits queued writes together
+//! (group commit), so many concurrent requests share one fsync.
+
+mod audit;
+mod dialect;
+mod error;
+mod messages;
+mod operators;
+mod row;
+mod sessions;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+
+pub use audit::{AuditFilter, AuditRecord, AuditRow};
+pub use dialect::Dialect;
+pub use error::StoreError;
+pub use messages::{MessageRow, NewMessage};
+pub use operators::{NewOperator, OperatorRow};
+pub use sessions::{NewSession, SessionPatch, SessionRow, SessionTransition};
+pub use writer::Conn;
+
+use writer::Writer;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Milliseconds since the Unix epoch: the store's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new opaque id in the seed's style, e.g. `session-0190f1…`.
+/// UUIDv7 keeps ids roughly time-ordered, which keeps b-tree inserts local.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Tuning knobs of a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections used for reads.
+    pub read_connections: u32,
+    /// Most writes committed together in one transaction.
+    pub max_batch: usize,
+    /// SQLite `synchronous` level: `FULL` makes every commit durable against power loss.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            read_connections: 8,
+            max_batch: 256,
+            sqlite_synchronous: "FULL".into(),
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    writer: Writer,
+}
+
+static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATE_MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+impl Store {
+    /// Connects (creating the database if it does not exist) and runs migrations.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let url = dialect.normalize_url(url);
+        if !Any::database_exists(&url).await.unwrap_or(false) {
+            Any::create_database(&url).await?;
+        }
+        let sync = options.sqlite_synchronous.clone();
+        let connect_options = AnyConnectOptions::from_str(&url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let make_pool = |max: u32| {
+            let sync = sync.clone();
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    let sync = sync.clone();
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute(&*format!("PRAGMA synchronous = {sync}"))
+                                .await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let write_pool = make_pool(1).connect_with(connect_options.clone()).await?;
+        let migrator = match dialect {
+            Dialect::Sqlite => &MIGRATE_SQLITE,
+            Dialect::Postgres => &MIGRATE_POSTGRES,
+            Dialect::MySql => &MIGRATE_MYSQL,
+        };
+        migrator.run(&write_pool).await?;
+        let pool = make_pool(options.read_connections.max(1))
+            .connect_with(connect_options)
+            .await?;
+        let writer = Writer::spawn(write_pool, options.max_batch.max(1));
+        Ok(Store {
+            pool,
+            dialect,
+            writer,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Drops the database behind `url` (test clean-up).
+    pub async fn drop_database(url: &str) -> Result<()> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let url = dialect.normalize_url(url);
+        if Any::database_exists(&url).await? {
+            Any::drop_database(&url).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for queued writes and closes all connections.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,207 @@
+//! Messages: each session's conversation, ordered by a per-session `seq`.
+
+use raworc_api::{MessageRole, SessionState};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::row::text;
+
+use crate::audit::{self, AuditRecord};
+use crate::sessions::{self, SessionTransition};
+use crate::{new_id, now_ms, Conn, Dialect, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub id: String,
+    pub session_id: String,
+    pub seq: i64,
+    pub role: MessageRole,
+    pub content: String,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: MessageRole,
+    pub content: String,
+    pub metadata: serde_json::Value,
+}
+
+impl NewMessage {
+    pub fn user(content: String) -> Self {
+        NewMessage {
+            role: MessageRole::User,
+            content,
+            metadata: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+impl MessageRow {
+    pub(crate) fn new(session_id: &str, seq: i64, m: NewMessage, now: i64) -> Self {
+        MessageRow {
+            id: new_id("msg"),
+            session_id: session_id.to_string(),
+            seq,
+            role: m.role,
+            content: m.content,
+            metadata: m.metadata,
+            created_at: now,
+        }
+    }
+}
+
+macro_rules! message_columns {
+    () => {
+        "id, session_id, seq, role, content, metadata, created_at"
+    };
+}
+
+fn from_row(row: &AnyRow) -> Result<MessageRow> {
+    let role: String = text(row, "role")?;
+    let metadata: String = text(row, "metadata")?;
+    Ok(MessageRow {
+        id: text(row, "id")?,
+        session_id: text(row, "session_id")?,
+        seq: row.try_get("seq")?,
+        role: MessageRole::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("message role '{role}'")))?,
+        content: text(row, "content")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("message metadata: {e}")))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, m: &MessageRow) -> Result<()> {
+    sqlx::query(&dialect.sql(concat!(
+        "INSERT INTO messages (",
+        message_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(&m.id)
+    .bind(&m.session_id)
+    .bind(m.seq)
+    .bind(m.role.as_str())
+    .bind(&m.content)
+    .bind(m.metadata.to_string())
+    .bind(m.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends a message with the session's next `seq`. A user message to a
+    /// closed session also asks for the session to be restored (SPEC §4).
+    pub async fn post_message(
+        &self,
+        session_id: String,
+        message: NewMessage,
+        audit: Option<AuditRecord>,
+    ) -> Result<MessageRow> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let bumped = sqlx::query(&dialect.sql(
+                        "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
+                         WHERE id = ? AND state <> 'deleted'",
+                    ))
+                    .bind(now)
+                    .bind(&session_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    if bumped.rows_affected() != 1 {
+                        return Err(StoreError::not_found("session", &session_id));
+                    }
+                    let mut session = sessions::fetch(conn, dialect, &session_id).await?;
+                    let is_user = message.role == MessageRole::User;
+                    let row = MessageRow::new(&session_id, session.message_seq, message, now);
+                    insert(conn, dialect, &row).await?;
+                    if is_user && session.state == SessionState::Closed {
+                        let change = SessionTransition::Restore;
+                        if let Some(to) = change.target(session.state) {
+                            sessions::set_state(
+                                conn,
+                                dialect,
+                                &mut session,
+                                to,
+                                SessionState::Running,
+                            )
+                            .await?;
+                        }
+                    }
+                    if let Some(a) = &audit {
+                        audit::insert(conn, dialect, a).await?;
+                    }
+                    Ok(row)
+                })
+            })
+            .await
+    }
+
+    /// Messages in `seq` order; `after` skips those with `seq <= after`.
+    pub async fn list_messages(
+        &self,
+        session_id: &str,
+        after: Option<i64>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<MessageRow>> {
+        let sql = self.dialect.sql(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ? OFFSET ?"
+        ));
+        let rows = sqlx::query(&sql)
+            .bind(session_id)
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn count_messages(&self, session_id: &str) -> Result<i64> {
+        let sql = self
+            .dialect
+            .sql("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Deletes a session's messages; `seq` keeps counting so `after=` stays valid.
+    pub async fn clear_messages(
+        &self,
+        session_id: String,
+        audit: Option<AuditRecord>,
+    ) -> Result<i64> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let s = sessions::fetch(conn, dialect, &session_id).await?;
+                    if s.state == SessionState::Deleted {
+                        return Err(StoreError::not_found("session", &session_id));
+                    }
+                    let done =
+                        sqlx::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
+                            .bind(&session_id)
+                            .execute(&mut *conn)
+                            .await?;
+                    if let Some(a) = &audit {
+                        audit::insert(conn, dialect, a).await?;
+                    }
+                    Ok(done.rows_affected() as i64)
+                })
+            })
+            .await
+    }
+}

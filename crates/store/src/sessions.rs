@@ -1,0 +1,557 @@
+//! Sessions and their lifecycle transitions.
+
+use raworc_api::SessionState;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::row::{opt_text, text};
+
+use crate::audit::{self, AuditRecord};
+use crate::messages::{self, MessageRow, NewMessage};
+use crate::{new_id, now_ms, Conn, Dialect, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub owner: String,
+    pub owner_type: String,
+    pub name: Option<String>,
+    pub state: SessionState,
+    /// What the API last asked for; the operator converges `state` towards it.
+    pub desired_state: SessionState,
+    pub busy: bool,
+    pub instructions: Option<String>,
+    pub setup: Option<String>,
+    pub metadata: serde_json::Value,
+    pub secret_names: Vec<String>,
+    pub parent_id: Option<String>,
+    pub error: Option<String>,
+    pub message_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_activity_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// A session to create. Secrets arrive sealed (encrypted) by the caller.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub owner: String,
+    pub owner_type: String,
+    pub name: Option<String>,
+    pub instructions: Option<String>,
+    pub setup: Option<String>,
+    pub metadata: serde_json::Value,
+    pub sealed_secrets: Vec<(String, String)>,
+    pub prompt: Option<String>,
+}
+
+/// Fields of `PUT /sessions/{id}`; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPatch {
+    pub name: Option<String>,
+    pub instructions: Option<String>,
+    pub setup: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A lifecycle change asked for through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTransition {
+    Pause,
+    Resume,
+    Close,
+    Restore,
+    Delete,
+}
+
+impl SessionTransition {
+    fn verb(self) -> &'static str {
+        match self {
+            SessionTransition::Pause => "pause",
+            SessionTransition::Resume => "resume",
+            SessionTransition::Close => "close",
+            SessionTransition::Restore => "restore",
+            SessionTransition::Delete => "delete",
+        }
+    }
+
+    /// The state a session in `from` moves to, or `None` when the change is illegal.
+    /// A session that never started has no computer to stop, so it closes at once;
+    /// everything else waits for the operator in a transitional state.
+    pub fn target(self, from: SessionState) -> Option<SessionState> {
+        use SessionState::*;
+        match (self, from) {
+            (_, Deleted) => None,
+            (SessionTransition::Pause, Running | Paused) => Some(Paused),
+            (SessionTransition::Resume, Paused | Running) => Some(Running),
+            (SessionTransition::Close, Created | Errored) => Some(Closed),
+            (SessionTransition::Close, Running | Paused | Starting) => Some(Closing),
+            (SessionTransition::Restore, Closed | Errored) => Some(Starting),
+            (SessionTransition::Delete, _) => Some(Deleted),
+            _ => None,
+        }
+    }
+
+    fn desired(self) -> SessionState {
+        match self {
+            SessionTransition::Pause => SessionState::Paused,
+            SessionTransition::Resume | SessionTransition::Restore => SessionState::Running,
+            SessionTransition::Close => SessionState::Closed,
+            SessionTransition::Delete => SessionState::Deleted,
+        }
+    }
+}
+
+macro_rules! session_columns {
+    () => {
+        "id, owner, owner_type, name, state, desired_state, busy, instructions, setup, \
+    metadata, secret_names, parent_id, error, message_seq, created_at, updated_at, last_activity_at, deleted_at"
+    };
+}
+
+fn parse_state(s: &str) -> Result<SessionState> {
+    SessionState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("session state '{s}'")))
+}
+
+fn from_row(row: &AnyRow) -> Result<SessionRow> {
+    let metadata: String = text(row, "metadata")?;
+    let secret_names: String = text(row, "secret_names")?;
+    Ok(SessionRow {
+        id: text(row, "id")?,
+        owner: text(row, "owner")?,
+        owner_type: text(row, "owner_type")?,
+        name: opt_text(row, "name")?,
+        state: parse_state(&text(row, "state")?)?,
+        desired_state: parse_state(&text(row, "desired_state")?)?,
+        busy: row.try_get::<i64, _>("busy")? != 0,
+        instructions: opt_text(row, "instructions")?,
+        setup: opt_text(row, "setup")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("session metadata: {e}")))?,
+        secret_names: serde_json::from_str(&secret_names)
+            .map_err(|e| StoreError::Corrupt(format!("session secret names: {e}")))?,
+        parent_id: opt_text(row, "parent_id")?,
+        error: opt_text(row, "error")?,
+        message_seq: row.try_get("message_seq")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_activity_at: row.try_get("last_activity_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+pub(crate) async fn fetch(conn: &mut Conn, dialect: Dialect, id: &str) -> Result<SessionRow> {
+    let sql = dialect.sql(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = ?"
+    ));
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", id))?;
+    from_row(&row)
+}
+
+async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()> {
+    let sql = dialect.sql(concat!(
+        "INSERT INTO sessions (",
+        session_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ));
+    sqlx::query(&sql)
+        .bind(&s.id)
+        .bind(&s.owner)
+        .bind(&s.owner_type)
+        .bind(&s.name)
+        .bind(s.state.as_str())
+        .bind(s.desired_state.as_str())
+        .bind(i64::from(s.busy))
+        .bind(&s.instructions)
+        .bind(&s.setup)
+        .bind(s.metadata.to_string())
+        .bind(serde_json::Value::from(s.secret_names.clone()).to_string())
+        .bind(&s.parent_id)
+        .bind(&s.error)
+        .bind(s.message_seq)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(s.last_activity_at)
+        .bind(s.deleted_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_secret(
+    conn: &mut Conn,
+    dialect: Dialect,
+    session_id: &str,
+    name: &str,
+    sealed: &str,
+) -> Result<()> {
+    sqlx::query(
+        &dialect.sql("INSERT INTO session_secrets (session_id, name, sealed) VALUES (?, ?, ?)"),
+    )
+    .bind(session_id)
+    .bind(name)
+    .bind(sealed)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn maybe_audit(conn: &mut Conn, dialect: Dialect, audit: &Option<AuditRecord>) -> Result<()> {
+    match audit {
+        Some(a) => audit::insert(conn, dialect, a).await,
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Creates a session (and its first message, when a prompt is given) atomically.
+    pub async fn create_session(
+        &self,
+        new: NewSession,
+        audit: Option<AuditRecord>,
+    ) -> Result<(SessionRow, Option<MessageRow>)> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let mut session = SessionRow {
+                        id: new_id("session"),
+                        owner: new.owner,
+                        owner_type: new.owner_type,
+                        name: new.name,
+                        state: SessionState::Created,
+                        desired_state: SessionState::Running,
+                        busy: false,
+                        instructions: new.instructions,
+                        setup: new.setup,
+                        metadata: new.metadata,
+                        secret_names: new.sealed_secrets.iter().map(|(n, _)| n.clone()).collect(),
+                        parent_id: None,
+                        error: None,
+                        message_seq: 0,
+                        created_at: now,
+                        updated_at: now,
+                        last_activity_at: now,
+                        deleted_at: None,
+                    };
+                    let first = new.prompt.map(|content| {
+                        session.message_seq = 1;
+                        MessageRow::new(&session.id, 1, NewMessage::user(content), now)
+                    });
+                    insert(conn, dialect, &session).await?;
+                    for (name, sealed) in &new.sealed_secrets {
+                        insert_secret(conn, dialect, &session.id, name, sealed).await?;
+                    }
+                    if let Some(m) = &first {
+                        messages::insert(conn, dialect, m).await?;
+                    }
+                    maybe_audit(conn, dialect, &audit).await?;
+                    Ok((session, first))
+                })
+            })
+            .await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<Option<SessionRow>> {
+        let sql = self
+            .dialect
+            .sql(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE id = ?"
+            ))
+            .into_owned();
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Newest first. Deleted sessions are listed only when asked for by state.
+    pub async fn list_sessions(
+        &self,
+        owner: Option<(&str, &str)>,
+        state: Option<SessionState>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<SessionRow>> {
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE "
+        ));
+        sql.push_str(if state.is_some() {
+            "state = ?"
+        } else {
+            "state <> 'deleted'"
+        });
+        if owner.is_some() {
+            sql.push_str(" AND owner = ? AND owner_type = ?");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?");
+        let sql = self.dialect.sql(&sql);
+        let mut query = sqlx::query(&sql);
+        if let Some(s) = state {
+            query = query.bind(s.as_str());
+        }
+        if let Some((name, kind)) = owner {
+            query = query.bind(name).bind(kind);
+        }
+        let rows = query
+            .bind(i64::from(limit))
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Counts live sessions by state, for metrics.
+    pub async fn count_sessions_by_state(&self) -> Result<Vec<(SessionState, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM sessions GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse_state(&text(r, "state")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// The sealed secrets of a session, for the runtime that injects them.
+    pub async fn session_secrets(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let sql = self
+            .dialect
+            .sql("SELECT name, sealed FROM session_secrets WHERE session_id = ? ORDER BY name");
+        let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((text(r, "name")?, text(r, "sealed")?)))
+            .collect()
+    }
+
+    pub async fn update_session(
+        &self,
+        id: String,
+        patch: SessionPatch,
+        audit: Option<AuditRecord>,
+    ) -> Result<SessionRow> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let mut s = fetch(conn, dialect, &id).await?;
+                    if s.state == SessionState::Deleted {
+                        return Err(StoreError::not_found("session", &id));
+                    }
+                    if let Some(v) = patch.name {
+                        s.name = Some(v);
+                    }
+                    if let Some(v) = patch.instructions {
+                        s.instructions = Some(v);
+                    }
+                    if let Some(v) = patch.setup {
+                        s.setup = Some(v);
+                    }
+                    if let Some(v) = patch.metadata {
+                        s.metadata = v;
+                    }
+                    s.updated_at = now_ms();
+                    sqlx::query(&dialect.sql(
+                        "UPDATE sessions SET name = ?, instructions = ?, setup = ?, metadata = ?, updated_at = ? WHERE id = ?",
+                    ))
+                    .bind(&s.name)
+                    .bind(&s.instructions)
+                    .bind(&s.setup)
+                    .bind(s.metadata.to_string())
+                    .bind(s.updated_at)
+                    .bind(&s.id)
+                    .execute(&mut *conn)
+                    .await?;
+                    maybe_audit(conn, dialect, &audit).await?;
+                    Ok(s)
+                })
+            })
+            .await
+    }
+
+    /// Applies a lifecycle change, or fails with `InvalidState` (HTTP 409).
+    pub async fn transition_session(
+        &self,
+        id: String,
+        change: SessionTransition,
+        audit: Option<AuditRecord>,
+    ) -> Result<SessionRow> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let mut s = fetch(conn, dialect, &id).await?;
+                    if s.state == SessionState::Deleted {
+                        return Err(StoreError::not_found("session", &id));
+                    }
+                    let to = change.target(s.state).ok_or(StoreError::InvalidState {
+                        action: change.verb(),
+                        state: s.state,
+                    })?;
+                    set_state(conn, dialect, &mut s, to, change.desired()).await?;
+                    if change == SessionTransition::Delete {
+                        sqlx::query(
+                            &dialect.sql("DELETE FROM session_secrets WHERE session_id = ?"),
+                        )
+                        .bind(&s.id)
+                        .execute(&mut *conn)
+                        .await?;
+                        sqlx::query(&dialect.sql(
+                            "UPDATE sessions SET deleted_at = ?, secret_names = '[]' WHERE id = ?",
+                        ))
+                        .bind(s.updated_at)
+                        .bind(&s.id)
+                        .execute(&mut *conn)
+                        .await?;
+                        s.deleted_at = Some(s.updated_at);
+                        s.secret_names.clear();
+                    }
+                    maybe_audit(conn, dialect, &audit).await?;
+                    Ok(s)
+                })
+            })
+            .await
+    }
+
+    /// Creates a child of `parent_id`. With `code = false` the child inherits
+    /// neither instructions nor setup. Secrets are copied still sealed.
+    pub async fn remix_session(
+        &self,
+        parent_id: String,
+        owner: (String, String),
+        code: bool,
+        name: Option<String>,
+        prompt: Option<String>,
+        metadata: serde_json::Value,
+        audit: Option<AuditRecord>,
+    ) -> Result<(SessionRow, Option<MessageRow>)> {
+        let dialect = self.dialect;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let parent = fetch(conn, dialect, &parent_id).await?;
+                    if parent.state == SessionState::Deleted {
+                        return Err(StoreError::not_found("session", &parent_id));
+                    }
+                    let now = now_ms();
+                    let mut child = SessionRow {
+                        id: new_id("session"),
+                        owner: owner.0,
+                        owner_type: owner.1,
+                        name: name.or_else(|| parent.name.clone()),
+                        state: SessionState::Created,
+                        desired_state: SessionState::Running,
+                        busy: false,
+                        instructions: if code {
+                            parent.instructions.clone()
+                        } else {
+                            None
+                        },
+                        setup: if code { parent.setup.clone() } else { None },
+                        metadata,
+                        secret_names: parent.secret_names.clone(),
+                        parent_id: Some(parent.id.clone()),
+                        error: None,
+                        message_seq: 0,
+                        created_at: now,
+                        updated_at: now,
+                        last_activity_at: now,
+                        deleted_at: None,
+                    };
+                    let first = prompt.map(|content| {
+                        child.message_seq = 1;
+                        MessageRow::new(&child.id, 1, NewMessage::user(content), now)
+                    });
+                    insert(conn, dialect, &child).await?;
+                    sqlx::query(&dialect.sql(
+                        "INSERT INTO session_secrets (session_id, name, sealed) \
+                         SELECT ?, name, sealed FROM session_secrets WHERE session_id = ?",
+                    ))
+                    .bind(&child.id)
+                    .bind(&parent.id)
+                    .execute(&mut *conn)
+                    .await?;
+                    if let Some(m) = &first {
+                        messages::insert(conn, dialect, m).await?;
+                    }
+                    maybe_audit(conn, dialect, &audit).await?;
+                    Ok((child, first))
+                })
+            })
+            .await
+    }
+}
+
+/// Moves `s` to `to`, guarded against a concurrent change of state.
+pub(crate) async fn set_state(
+    conn: &mut Conn,
+    dialect: Dialect,
+    s: &mut SessionRow,
+    to: SessionState,
+    desired: SessionState,
+) -> Result<()> {
+    let now = now_ms();
+    let done = sqlx::query(&dialect.sql(
+        "UPDATE sessions SET state = ?, desired_state = ?, updated_at = ? WHERE id = ? AND state = ?",
+    ))
+    .bind(to.as_str())
+    .bind(desired.as_str())
+    .bind(now)
+    .bind(&s.id)
+    .bind(s.state.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!(
+            "session '{}' changed state concurrently; retry",
+            s.id
+        )));
+    }
+    s.state = to;
+    s.desired_state = desired;
+    s.updated_at = now;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SessionState::*;
+
+    #[test]
+    fn lifecycle_rules() {
+        assert_eq!(SessionTransition::Pause.target(Running), Some(Paused));
+        assert_eq!(SessionTransition::Pause.target(Created), None);
+        assert_eq!(SessionTransition::Resume.target(Paused), Some(Running));
+        assert_eq!(SessionTransition::Close.target(Created), Some(Closed));
+        assert_eq!(SessionTransition::Close.target(Running), Some(Closing));
+        assert_eq!(SessionTransition::Close.target(Closed), None);
+        assert_eq!(SessionTransition::Restore.target(Closed), Some(Starting));
+        assert_eq!(SessionTransition::Restore.target(Running), None);
+        assert_eq!(SessionTransition::Delete.target(Running), Some(Deleted));
+        for t in [
+            SessionTransition::Pause,
+            SessionTransition::Resume,
+            SessionTransition::Close,
+            SessionTransition::Restore,
+            SessionTransition::Delete,
+        ] {
+            assert_eq!(
+                t.target(Deleted),
+                None,
+                "{t:?} must not revive a deleted session"
+            );
+        }
+    }
+}
