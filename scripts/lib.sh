@@ -1,0 +1,34 @@
+# Shared helpers of the set-up scripts. Source, don't run.
+
+# Runs a command as root (directly, or through sudo).
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian/Ubuntu packages that are missing.
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# A C toolchain and Rust (via rustup when cargo is missing).
+ensure_build_tools() {
+    if command -v apt-get >/dev/null 2>&1; then
+        apt_install build-essential pkg-config curl ca-certificates
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            echo "==> installing Rust with rustup"
+            curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+            export PATH="$HOME/.cargo/bin:$PATH"
+        fi
+    fi
+}
