@@ -32,7 +32,7 @@ struct Inner {
 impl AuditCtx {
     pub fn set_principal(&self, name: &str, kind: &str) {
         if let Ok(mut p) = self.0.principal.lock() {
-            *p = Some((name.to_string(), kind.to_string()));
+            *p = Some((clip(name, MAX_PRINCIPAL), kind.to_string()));
         }
     }
 
@@ -70,6 +70,19 @@ impl AuditCtx {
     }
 }
 
+// Column sizes of the audit table: a longer value would make the database
+// refuse the record. Login names come from the path and can be any length.
+const MAX_PRINCIPAL: usize = 128;
+const MAX_ACTION: usize = 255;
+const MAX_SESSION_ID: usize = 64;
+/// `target` is TEXT (64 KiB on MariaDB); a path longer than this is cut.
+const MAX_TARGET: usize = 8192;
+
+/// The first `max` characters of `s`.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -78,7 +91,8 @@ fn is_mutating(method: &Method) -> bool {
 fn session_of(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/api/v0/sessions/")?;
     let id = rest.split('/').next()?;
-    (!id.is_empty()).then(|| id.to_string())
+    // Longer ids name no session (and do not fit the column).
+    (!id.is_empty() && id.chars().count() <= MAX_SESSION_ID).then(|| id.to_string())
 }
 
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -98,9 +112,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         .unwrap_or_default();
     let ctx = AuditCtx(Arc::new(Inner {
         request_id,
-        action: format!("{} {}", req.method(), template),
+        action: clip(&format!("{} {}", req.method(), template), MAX_ACTION),
         session_id: session_of(&path),
-        target: path,
+        target: clip(&path, MAX_TARGET),
         principal: Mutex::new(None),
         recorded: AtomicBool::new(false),
     }));

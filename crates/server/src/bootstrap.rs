@@ -37,7 +37,7 @@ pub async fn ensure_admin(
         match created {
             Ok(_) => tracing::info!("created operator 'admin'"),
             // Another replica won the race.
-            Err(e) if matches!(e, raworc_store::StoreError::Conflict(_)) => {}
+            Err(raworc_store::StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -60,6 +60,12 @@ fn source_text(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
+/// Whether a raw (percent-encoded) URI part decodes to a NUL, which
+/// PostgreSQL cannot compare or store in text columns.
+fn has_nul(raw: &str) -> bool {
+    raw.contains("%00")
+}
+
 /// Query parameters: 400 naming the bad parameter.
 pub struct ApiQuery<T>(pub T);
 
@@ -71,6 +77,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_nul(parts.uri.query().unwrap_or("")) {
+            return Err(ApiError::bad_request(
+                "invalid query string: NUL characters are not allowed",
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
@@ -92,6 +103,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request(
+                "invalid path: NUL characters are not allowed",
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
             Err(e @ PathRejection::FailedToDeserializePathParams(_)) => {
@@ -113,20 +129,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                let status = e.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(status, "request body too large")
-                } else {
-                    ApiError::new(status, format!("could not read the body: {e}"))
-                }
-            })?;
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|e| {
+                    let status = e.status();
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::new(status, "request body too large")
+                    } else {
+                        ApiError::new(status, format!("could not read the body: {e}"))
+                    }
+                })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        axum::Json::<T>::from_bytes(&bytes)
+        // A body that is there must be JSON, as for [`ApiJson`] (415 otherwise).
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        axum::Json::<T>::from_request(req, state)
+            .await
             .map(|axum::Json(v)| OptionalJson(v))
             .map_err(json_rejection)
     }

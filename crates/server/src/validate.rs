@@ -41,8 +41,19 @@ pub fn text(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiEr
         Some(v) if v.len() > max => Err(ApiError::unprocessable(format!(
             "{field}: longer than {max} bytes"
         ))),
-        _ => Ok(()),
+        Some(v) => no_nul(field, v),
+        None => Ok(()),
     }
+}
+
+/// PostgreSQL cannot store NUL in text columns; no database gets one.
+fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::unprocessable(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
 }
 
 pub fn session_name(name: &Option<String>) -> Result<(), ApiError> {
@@ -51,7 +62,8 @@ pub fn session_name(name: &Option<String>) -> Result<(), ApiError> {
         Some(n) if n.chars().count() > 255 => {
             Err(ApiError::unprocessable("name: longer than 255 characters"))
         }
-        _ => Ok(()),
+        Some(n) => no_nul("name", n),
+        None => Ok(()),
     }
 }
 
@@ -108,7 +120,7 @@ pub fn content(field: &str, value: &str) -> Result<(), ApiError> {
             "{field}: longer than {MAX_TEXT} bytes"
         )));
     }
-    Ok(())
+    no_nul(field, value)
 }
 
 #[cfg(test)]

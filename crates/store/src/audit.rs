@@ -115,7 +115,7 @@ impl Store {
         }
         let rows = query
             .bind(i64::from(filter.limit))
-            .bind(filter.offset as i64)
+            .bind(crate::sql_offset(filter.offset))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()

@@ -26,7 +26,7 @@ pub use dialect::Dialect;
 pub use error::StoreError;
 pub use messages::{MessageRow, NewMessage};
 pub use operators::{NewOperator, OperatorRow};
-pub use sessions::{NewSession, SessionPatch, SessionRow, SessionTransition};
+pub use sessions::{NewSession, Remix, SessionPatch, SessionRow, SessionTransition};
 pub use writer::Conn;
 
 use writer::Writer;
@@ -39,6 +39,12 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// An `OFFSET` the databases accept: offsets past `i64::MAX` would wrap to a
+/// negative number, which PostgreSQL and MariaDB refuse and SQLite reads as 0.
+pub(crate) fn sql_offset(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
 }
 
 /// A new opaque id in the seed's style, e.g. `session-0190f1…`.
@@ -153,6 +159,11 @@ impl Store {
 
     /// Waits for queued writes and closes all connections.
     pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+        // sqlx 0.8's close() can miss a connection whose return to the pool
+        // raced with it (it ends up idle in the closed pool and keeps its
+        // session open); a second close() finds and closes it.
         self.writer.close().await;
         self.pool.close().await;
     }

@@ -160,7 +160,7 @@ impl Store {
             .bind(session_id)
             .bind(after.unwrap_or(0))
             .bind(i64::from(limit))
-            .bind(offset as i64)
+            .bind(crate::sql_offset(offset))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()

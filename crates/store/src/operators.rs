@@ -98,7 +98,7 @@ impl Store {
             .into_owned();
         let rows = sqlx::query(&sql)
             .bind(i64::from(limit))
-            .bind(offset as i64)
+            .bind(crate::sql_offset(offset))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()

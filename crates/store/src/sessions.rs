@@ -55,6 +55,21 @@ pub struct SessionPatch {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A fork of `parent_id` for a new owner.
+#[derive(Debug, Clone)]
+pub struct Remix {
+    pub parent_id: String,
+    pub owner: String,
+    pub owner_type: String,
+    /// Inherit instructions and setup.
+    pub code: bool,
+    /// Defaults to the parent's name.
+    pub name: Option<String>,
+    /// Becomes the child's first user message.
+    pub prompt: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
 /// A lifecycle change asked for through the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionTransition {
@@ -253,6 +268,11 @@ impl Store {
                     if let Some(m) = &first {
                         messages::insert(conn, dialect, m).await?;
                     }
+                    // The id exists only now: the record of the create names it.
+                    let audit = audit.map(|mut a| {
+                        a.session_id.get_or_insert_with(|| session.id.clone());
+                        a
+                    });
                     maybe_audit(conn, dialect, &audit).await?;
                     Ok((session, first))
                 })
@@ -308,7 +328,7 @@ impl Store {
         }
         let rows = query
             .bind(i64::from(limit))
-            .bind(offset as i64)
+            .bind(crate::sql_offset(offset))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()
@@ -428,15 +448,19 @@ impl Store {
     /// neither instructions nor setup. Secrets are copied still sealed.
     pub async fn remix_session(
         &self,
-        parent_id: String,
-        owner: (String, String),
-        code: bool,
-        name: Option<String>,
-        prompt: Option<String>,
-        metadata: serde_json::Value,
+        remix: Remix,
         audit: Option<AuditRecord>,
     ) -> Result<(SessionRow, Option<MessageRow>)> {
         let dialect = self.dialect;
+        let Remix {
+            parent_id,
+            owner,
+            owner_type,
+            code,
+            name,
+            prompt,
+            metadata,
+        } = remix;
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
@@ -447,8 +471,8 @@ impl Store {
                     let now = now_ms();
                     let mut child = SessionRow {
                         id: new_id("session"),
-                        owner: owner.0,
-                        owner_type: owner.1,
+                        owner,
+                        owner_type,
                         name: name.or_else(|| parent.name.clone()),
                         state: SessionState::Created,
                         desired_state: SessionState::Running,

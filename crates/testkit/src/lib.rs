@@ -149,8 +149,17 @@ impl TestApp {
 
     /// Spawns with a configuration adjusted by `tweak`.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+        Self::start(backend, TestDb::new(backend), tweak).await
+    }
+
+    /// Starts a server again on the database and data dir kept by
+    /// [`TestApp::stop_keep`]: a restart of the same installation.
+    pub async fn respawn(backend: Backend, db: TestDb) -> TestApp {
+        Self::start(backend, db, |_| {}).await
+    }
+
+    async fn start(backend: Backend, db: TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
         init_logging();
-        let db = TestDb::new(backend);
         let data_dir = db.dir.path().join("data");
         let mut config = ServerConfig::new(
             "127.0.0.1:0".parse().expect("loopback address"),

@@ -7,7 +7,7 @@ use raworc_api::{
     CreateSession, ErrorBody, Page, RemixSession, Session, SessionFilter, SessionState,
     SetSessionState, UpdateSession,
 };
-use raworc_store::{NewSession, SessionPatch, SessionRow, SessionTransition};
+use raworc_store::{NewSession, Remix, SessionPatch, SessionRow, SessionTransition};
 
 use crate::audit::AuditCtx;
 use crate::auth::Principal;
@@ -253,12 +253,18 @@ pub async fn remix(
             serde_json::json!({"parent": parent.id, "data": body.data, "code": body.code}),
         );
     }
-    let owner = (principal.name.clone(), principal.kind.as_str().to_string());
+    let remix = Remix {
+        parent_id: id,
+        owner: principal.name.clone(),
+        owner_type: principal.kind.as_str().to_string(),
+        code: body.code,
+        name: body.name,
+        prompt: body.prompt,
+        metadata,
+    };
     let (row, _first) = audit
         .write(StatusCode::CREATED, |rec| {
-            state
-                .store
-                .remix_session(id, owner, body.code, body.name, body.prompt, metadata, rec)
+            state.store.remix_session(remix, rec)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(session_json(row))))
