@@ -92,6 +92,43 @@ pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, m: &MessageRow) ->
     Ok(())
 }
 
+/// Takes the session's next message `seq` (and returns its state) in the
+/// writer's transaction: one round trip where the database has `RETURNING`.
+async fn next_seq(
+    conn: &mut Conn,
+    dialect: Dialect,
+    session_id: &str,
+    now: i64,
+) -> Result<(i64, SessionState)> {
+    const BUMP: &str = "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
+                        WHERE id = ? AND state <> 'deleted'";
+    let row = if dialect == Dialect::MySql {
+        let bumped = sqlx::query(BUMP)
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *conn)
+            .await?;
+        if bumped.rows_affected() != 1 {
+            return Err(StoreError::not_found("session", session_id));
+        }
+        sqlx::query("SELECT message_seq, state FROM sessions WHERE id = ?")
+            .bind(session_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    } else {
+        sqlx::query(&dialect.sql(&format!("{BUMP} RETURNING message_seq, state")))
+            .bind(now)
+            .bind(session_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    let row = row.ok_or_else(|| StoreError::not_found("session", session_id))?;
+    let state = text(&row, "state")?;
+    let state = SessionState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("session state '{state}'")))?;
+    Ok((row.try_get("message_seq")?, state))
+}
+
 impl Store {
     /// Appends a message with the session's next `seq`. A user message to a
     /// closed session also asks for the session to be restored (SPEC §4).
@@ -106,24 +143,13 @@ impl Store {
             .write(move |conn| {
                 Box::pin(async move {
                     let now = now_ms();
-                    let bumped = sqlx::query(&dialect.sql(
-                        "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
-                         WHERE id = ? AND state <> 'deleted'",
-                    ))
-                    .bind(now)
-                    .bind(&session_id)
-                    .execute(&mut *conn)
-                    .await?;
-                    if bumped.rows_affected() != 1 {
-                        return Err(StoreError::not_found("session", &session_id));
-                    }
-                    let mut session = sessions::fetch(conn, dialect, &session_id).await?;
+                    let (seq, state) = next_seq(conn, dialect, &session_id, now).await?;
                     let is_user = message.role == MessageRole::User;
-                    let row = MessageRow::new(&session_id, session.message_seq, message, now);
+                    let row = MessageRow::new(&session_id, seq, message, now);
                     insert(conn, dialect, &row).await?;
-                    if is_user && session.state == SessionState::Closed {
-                        let change = SessionTransition::Restore;
-                        if let Some(to) = change.target(session.state) {
+                    if is_user && state == SessionState::Closed {
+                        let mut session = sessions::fetch(conn, dialect, &session_id).await?;
+                        if let Some(to) = SessionTransition::Restore.target(session.state) {
                             sessions::set_state(
                                 conn,
                                 dialect,
