@@ -55,6 +55,18 @@ pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, record: &AuditReco
     Ok(())
 }
 
+/// Appends `record` when the caller brought one (writes made by the system itself carry none).
+pub(crate) async fn insert_if(
+    conn: &mut Conn,
+    dialect: Dialect,
+    record: &Option<AuditRecord>,
+) -> Result<()> {
+    match record {
+        Some(r) => insert(conn, dialect, r).await,
+        None => Ok(()),
+    }
+}
+
 fn from_row(row: &AnyRow) -> Result<AuditRow> {
     Ok(AuditRow {
         id: row.try_get("id")?,

@@ -160,9 +160,7 @@ impl Store {
                             .await?;
                         }
                     }
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(row)
                 })
             })
@@ -222,9 +220,7 @@ impl Store {
                             .bind(&session_id)
                             .execute(&mut *conn)
                             .await?;
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(done.rows_affected() as i64)
                 })
             })

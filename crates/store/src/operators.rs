@@ -158,9 +158,7 @@ impl Store {
                     .bind(row.last_login_at)
                     .execute(&mut *conn)
                     .await?;
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(row)
                 })
             })
@@ -205,9 +203,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut *conn)
                     .await?;
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(op)
                 })
             })
@@ -237,9 +233,7 @@ impl Store {
                     if done.rows_affected() == 0 {
                         return Err(StoreError::not_found("operator", &name));
                     }
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(())
                 })
             })
@@ -266,9 +260,7 @@ impl Store {
                         .bind(&name)
                         .execute(&mut *conn)
                         .await?;
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(())
                 })
             })
@@ -288,9 +280,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut *conn)
                     .await?;
-                    if let Some(a) = &audit {
-                        audit::insert(conn, dialect, a).await?;
-                    }
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(())
                 })
             })

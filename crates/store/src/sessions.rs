@@ -218,13 +218,6 @@ async fn insert_secret(
     Ok(())
 }
 
-async fn maybe_audit(conn: &mut Conn, dialect: Dialect, audit: &Option<AuditRecord>) -> Result<()> {
-    match audit {
-        Some(a) => audit::insert(conn, dialect, a).await,
-        None => Ok(()),
-    }
-}
-
 impl Store {
     /// Creates a session (and its first message, when a prompt is given) atomically.
     pub async fn create_session(
@@ -273,7 +266,7 @@ impl Store {
                         a.session_id.get_or_insert_with(|| session.id.clone());
                         a
                     });
-                    maybe_audit(conn, dialect, &audit).await?;
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok((session, first))
                 })
             })
@@ -393,7 +386,7 @@ impl Store {
                     .bind(&s.id)
                     .execute(&mut *conn)
                     .await?;
-                    maybe_audit(conn, dialect, &audit).await?;
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(s)
                 })
             })
@@ -437,7 +430,7 @@ impl Store {
                         s.deleted_at = Some(s.updated_at);
                         s.secret_names.clear();
                     }
-                    maybe_audit(conn, dialect, &audit).await?;
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok(s)
                 })
             })
@@ -509,7 +502,7 @@ impl Store {
                     if let Some(m) = &first {
                         messages::insert(conn, dialect, m).await?;
                     }
-                    maybe_audit(conn, dialect, &audit).await?;
+                    audit::insert_if(conn, dialect, &audit).await?;
                     Ok((child, first))
                 })
             })

@@ -1,6 +1,7 @@
 //! The authenticated caller, extracted from `Authorization: Bearer …`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,9 @@ impl Principal {
 pub struct OperatorCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, (Instant, OperatorRole, i64)>>,
+    /// Bumped by every invalidation, so that a lookup that read the database
+    /// before a change cannot put the old values back afterwards.
+    epoch: AtomicU64,
 }
 
 impl OperatorCache {
@@ -55,11 +59,13 @@ impl OperatorCache {
         OperatorCache {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
     }
 
     pub fn invalidate(&self, name: &str) {
         if let Ok(mut e) = self.entries.write() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             e.remove(name);
         }
     }
@@ -77,10 +83,15 @@ impl OperatorCache {
                 }
             }
         }
+        let epoch = self.epoch.load(Ordering::Acquire);
         let Some(op) = store.get_operator(name).await? else {
             return Ok(None);
         };
         if let Ok(mut e) = self.entries.write() {
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                // Changed while we read: use what we read once, keep nothing.
+                return Ok(Some((op.role, op.token_gen)));
+            }
             if e.len() > 10_000 {
                 e.clear();
             }
