@@ -20,11 +20,48 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let (parts, bytes) = read_body(req, state).await?;
+        parse_object(parts, bytes, state).await.map(ApiJson)
     }
+}
+
+/// Splits a request into its head and its whole body (413 when too large).
+async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<(Parts, axum::body::Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+        .await
+        .map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, "request body too large")
+            } else {
+                ApiError::new(status, format!("could not read the body: {e}"))
+            }
+        })?;
+    Ok((parts, bytes))
+}
+
+/// Decodes a JSON object body into `T`. serde would also read a struct from
+/// an array (`["x"]`), which no client means: that is a 422.
+async fn parse_object<T: DeserializeOwned, S: Send + Sync>(
+    parts: Parts,
+    bytes: axum::body::Bytes,
+    state: &S,
+) -> Result<T, ApiError> {
+    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let axum::Json(v) = axum::Json::<T>::from_request(req, state)
+        .await
+        .map_err(json_rejection)?;
+    if !is_object {
+        return Err(ApiError::unprocessable(
+            "invalid request body: must be a JSON object",
+        ));
+    }
+    Ok(v)
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -129,26 +166,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let bytes =
-            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-                .await
-                .map_err(|e| {
-                    let status = e.status();
-                    if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::new(status, "request body too large")
-                    } else {
-                        ApiError::new(status, format!("could not read the body: {e}"))
-                    }
-                })?;
+        let (parts, bytes) = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        // A body that is there must be JSON, as for [`ApiJson`] (415 otherwise).
-        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        axum::Json::<T>::from_request(req, state)
-            .await
-            .map(|axum::Json(v)| OptionalJson(v))
-            .map_err(json_rejection)
+        // A body that is there must be a JSON object, as for [`ApiJson`].
+        parse_object(parts, bytes, state).await.map(OptionalJson)
     }
 }

@@ -1000,3 +1000,40 @@ async fn huge_offsets_are_not_server_errors(b: Backend) {
     assert_eq!(r.body, json!([]), "an offset past the end is an empty page");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_must_be_json_objects() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let t = app.admin_token.clone();
+    let id = app.session(&t, json!({})).await;
+    // serde reads structs from arrays too; the API must not.
+    for (method, path, body) in [
+        (Method::POST, "/api/v0/sessions".to_string(), "[]"),
+        (
+            Method::POST,
+            format!("/api/v0/sessions/{id}/remix"),
+            "[true, false]",
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/sessions/{id}/messages"),
+            r#"["hi"]"#,
+        ),
+        (
+            Method::POST,
+            "/api/v0/operators/admin/login".to_string(),
+            r#"["admin-password"]"#,
+        ),
+    ] {
+        let r = raw_json(&app, method.clone(), &path, body).await;
+        let msg = assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(msg.contains("JSON object"), "{method} {path} {body}: {msg}");
+    }
+    let sessions = app.get("/api/v0/sessions", Some(&t)).await;
+    assert_eq!(
+        sessions.body.as_array().map(Vec::len),
+        Some(1),
+        "nothing was created"
+    );
+    app.stop().await;
+}
