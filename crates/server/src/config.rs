@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Where Raworc keeps its files by default: `$RAWORC_HOME`, else `~/.raworc`.
+/// Where Raworc keeps its files by default: `$RAWORC_HOME` (when not empty),
+/// else `~/.raworc` — the same rule as the CLI's, so `raworc start` and
+/// `raworc serve` agree on the data dir.
 pub fn raworc_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("RAWORC_HOME") {
+    if let Some(h) = std::env::var_os("RAWORC_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
     let home = std::env::var_os("HOME")
