@@ -6,6 +6,7 @@
 //! (group commit), so many concurrent requests share one fsync.
 
 mod audit;
+mod cache;
 mod dialect;
 mod error;
 mod messages;
@@ -80,6 +81,8 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     writer: Writer,
+    /// Session rows, when only this process writes the database.
+    sessions: Option<std::sync::Arc<cache::SessionCache>>,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -129,15 +132,25 @@ impl Store {
             .connect_with(connect_options)
             .await?;
         let writer = Writer::spawn(write_pool, options.max_batch.max(1));
+        // A SQLite file belongs to one server; the other databases may be
+        // shared by several, so their reads always go to the database.
+        let sessions = (dialect == Dialect::Sqlite).then(Default::default);
         Ok(Store {
             pool,
             dialect,
             writer,
+            sessions,
         })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The hook that drops session `id` from the read cache after a commit.
+    pub(crate) fn invalidate_session<T>(&self, id: String) -> Option<writer::OnCommit<T>> {
+        let cache = self.sessions.clone()?;
+        Some(Box::new(move |_: &T| cache.invalidate(&id)))
     }
 
     /// Round trip to the database, for health checks.

@@ -139,31 +139,35 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<MessageRow> {
         let dialect = self.dialect;
+        let hook = self.invalidate_session(session_id.clone());
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let (seq, state) = next_seq(conn, dialect, &session_id, now).await?;
-                    let is_user = message.role == MessageRole::User;
-                    let row = MessageRow::new(&session_id, seq, message, now);
-                    insert(conn, dialect, &row).await?;
-                    if is_user && state == SessionState::Closed {
-                        let mut session = sessions::fetch(conn, dialect, &session_id).await?;
-                        if let Some(to) = SessionTransition::Restore.target(session.state) {
-                            sessions::set_state(
-                                conn,
-                                dialect,
-                                &mut session,
-                                to,
-                                SessionState::Running,
-                            )
-                            .await?;
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        let now = now_ms();
+                        let (seq, state) = next_seq(conn, dialect, &session_id, now).await?;
+                        let is_user = message.role == MessageRole::User;
+                        let row = MessageRow::new(&session_id, seq, message, now);
+                        insert(conn, dialect, &row).await?;
+                        if is_user && state == SessionState::Closed {
+                            let mut session = sessions::fetch(conn, dialect, &session_id).await?;
+                            if let Some(to) = SessionTransition::Restore.target(session.state) {
+                                sessions::set_state(
+                                    conn,
+                                    dialect,
+                                    &mut session,
+                                    to,
+                                    SessionState::Running,
+                                )
+                                .await?;
+                            }
                         }
-                    }
-                    audit::insert_if(conn, dialect, &audit).await?;
-                    Ok(row)
-                })
-            })
+                        audit::insert_if(conn, dialect, &audit).await?;
+                        Ok(row)
+                    })
+                },
+                hook,
+            )
             .await
     }
 

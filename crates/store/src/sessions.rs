@@ -274,6 +274,13 @@ impl Store {
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Option<SessionRow>> {
+        let epoch = match &self.sessions {
+            Some(cache) => match cache.get(id) {
+                Some(row) => return Ok(Some(row)),
+                None => Some(cache.epoch()),
+            },
+            None => None,
+        };
         let sql = self
             .dialect
             .sql(concat!(
@@ -286,7 +293,11 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        let row = row.as_ref().map(from_row).transpose()?;
+        if let (Some(cache), Some(epoch), Some(row)) = (&self.sessions, epoch, &row) {
+            cache.fill(epoch, row);
+        }
+        Ok(row)
     }
 
     /// Newest first. Deleted sessions are listed only when asked for by state.
@@ -355,8 +366,10 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<SessionRow> {
         let dialect = self.dialect;
+        let hook = self.invalidate_session(id.clone());
         self.writer
-            .write(move |conn| {
+            .write_then(
+                move |conn| {
                 Box::pin(async move {
                     let mut s = fetch(conn, dialect, &id).await?;
                     if s.state == SessionState::Deleted {
@@ -389,7 +402,9 @@ impl Store {
                     audit::insert_if(conn, dialect, &audit).await?;
                     Ok(s)
                 })
-            })
+            },
+                hook,
+            )
             .await
     }
 
@@ -401,39 +416,43 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<SessionRow> {
         let dialect = self.dialect;
+        let hook = self.invalidate_session(id.clone());
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    let mut s = fetch(conn, dialect, &id).await?;
-                    if s.state == SessionState::Deleted {
-                        return Err(StoreError::not_found("session", &id));
-                    }
-                    let to = change.target(s.state).ok_or(StoreError::InvalidState {
-                        action: change.verb(),
-                        state: s.state,
-                    })?;
-                    set_state(conn, dialect, &mut s, to, change.desired()).await?;
-                    if change == SessionTransition::Delete {
-                        sqlx::query(
-                            &dialect.sql("DELETE FROM session_secrets WHERE session_id = ?"),
-                        )
-                        .bind(&s.id)
-                        .execute(&mut *conn)
-                        .await?;
-                        sqlx::query(&dialect.sql(
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        let mut s = fetch(conn, dialect, &id).await?;
+                        if s.state == SessionState::Deleted {
+                            return Err(StoreError::not_found("session", &id));
+                        }
+                        let to = change.target(s.state).ok_or(StoreError::InvalidState {
+                            action: change.verb(),
+                            state: s.state,
+                        })?;
+                        set_state(conn, dialect, &mut s, to, change.desired()).await?;
+                        if change == SessionTransition::Delete {
+                            sqlx::query(
+                                &dialect.sql("DELETE FROM session_secrets WHERE session_id = ?"),
+                            )
+                            .bind(&s.id)
+                            .execute(&mut *conn)
+                            .await?;
+                            sqlx::query(&dialect.sql(
                             "UPDATE sessions SET deleted_at = ?, secret_names = '[]' WHERE id = ?",
                         ))
                         .bind(s.updated_at)
                         .bind(&s.id)
                         .execute(&mut *conn)
                         .await?;
-                        s.deleted_at = Some(s.updated_at);
-                        s.secret_names.clear();
-                    }
-                    audit::insert_if(conn, dialect, &audit).await?;
-                    Ok(s)
-                })
-            })
+                            s.deleted_at = Some(s.updated_at);
+                            s.secret_names.clear();
+                        }
+                        audit::insert_if(conn, dialect, &audit).await?;
+                        Ok(s)
+                    })
+                },
+                hook,
+            )
             .await
     }
 

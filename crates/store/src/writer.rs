@@ -21,10 +21,15 @@ trait Job: Send {
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
+/// Runs on the writer task after a successful commit, before the caller hears
+/// of it; unlike the caller it cannot be cancelled half-way.
+pub(crate) type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct TypedJob<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    on_commit: Option<OnCommit<T>>,
 }
 
 impl<T, F> Job for TypedJob<T, F>
@@ -47,7 +52,12 @@ where
     fn finish(self: Box<Self>, commit: Result<(), String>) {
         let out = match (self.out, commit) {
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(v)), Ok(())) => {
+                if let Some(hook) = self.on_commit {
+                    hook(&v);
+                }
+                Ok(v)
+            }
             (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(StoreError::Commit(e)),
             (None, Ok(())) => Err(StoreError::Commit("write was not run".into())),
         };
@@ -76,11 +86,21 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.write_then(f, None).await
+    }
+
+    /// As [`Writer::write`], running `on_commit` once the write is durable.
+    pub(crate) async fn write_then<T, F>(&self, f: F, on_commit: Option<OnCommit<T>>) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = TypedJob {
             f: Some(f),
             out: None,
             reply,
+            on_commit,
         };
         self.tx
             .send(Box::new(job))
