@@ -215,10 +215,7 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let s = sessions::fetch(conn, dialect, &session_id).await?;
-                    if s.state == SessionState::Deleted {
-                        return Err(StoreError::not_found("session", &session_id));
-                    }
+                    sessions::fetch_live(conn, dialect, &session_id).await?;
                     let done =
                         sqlx::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
                             .bind(&session_id)

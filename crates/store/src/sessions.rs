@@ -170,6 +170,15 @@ pub(crate) async fn fetch(conn: &mut Conn, dialect: Dialect, id: &str) -> Result
     from_row(&row)
 }
 
+/// The session `id` unless it is missing or deleted (both: not found).
+pub(crate) async fn fetch_live(conn: &mut Conn, dialect: Dialect, id: &str) -> Result<SessionRow> {
+    let s = fetch(conn, dialect, id).await?;
+    if s.state == SessionState::Deleted {
+        return Err(StoreError::not_found("session", id));
+    }
+    Ok(s)
+}
+
 async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()> {
     let sql = dialect.sql(concat!(
         "INSERT INTO sessions (",
@@ -371,10 +380,7 @@ impl Store {
             .write_then(
                 move |conn| {
                 Box::pin(async move {
-                    let mut s = fetch(conn, dialect, &id).await?;
-                    if s.state == SessionState::Deleted {
-                        return Err(StoreError::not_found("session", &id));
-                    }
+                    let mut s = fetch_live(conn, dialect, &id).await?;
                     if let Some(v) = patch.name {
                         s.name = Some(v);
                     }
@@ -421,10 +427,7 @@ impl Store {
             .write_then(
                 move |conn| {
                     Box::pin(async move {
-                        let mut s = fetch(conn, dialect, &id).await?;
-                        if s.state == SessionState::Deleted {
-                            return Err(StoreError::not_found("session", &id));
-                        }
+                        let mut s = fetch_live(conn, dialect, &id).await?;
                         let to = change.target(s.state).ok_or(StoreError::InvalidState {
                             action: change.verb(),
                             state: s.state,
@@ -476,10 +479,7 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let parent = fetch(conn, dialect, &parent_id).await?;
-                    if parent.state == SessionState::Deleted {
-                        return Err(StoreError::not_found("session", &parent_id));
-                    }
+                    let parent = fetch_live(conn, dialect, &parent_id).await?;
                     let now = now_ms();
                     let mut child = SessionRow {
                         id: new_id("session"),
