@@ -10,7 +10,7 @@ use base64::Engine;
 use raworc_api::PrincipalType;
 use raworc_server::auth::jwt::{Claims, JwtKeys};
 use raworc_server::ServerConfig;
-use raworc_testkit::{backend_tests, Backend, StatusCode, TestApp};
+use raworc_testkit::{backend_tests, Backend, Reply, StatusCode, TestApp};
 use serde_json::{json, Value};
 
 backend_tests!(
@@ -183,13 +183,11 @@ async fn expired_token_rejected(b: Backend) {
 async fn deleted_operator_tokens_revoked(b: Backend) {
     let app = TestApp::spawn(b).await;
     let token = app.operator("frank", "user").await;
-    let minted = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "frank", "principal_type": "Operator"}),
-        )
-        .await;
+    let minted = mint(
+        &app,
+        json!({"principal": "frank", "principal_type": "Operator"}),
+    )
+    .await;
     assert_eq!(minted.status, StatusCode::CREATED, "{:?}", minted.body);
     let minted = minted.body["token"].as_str().unwrap().to_string();
     assert_eq!(status_of_auth(&app, &token).await, StatusCode::OK);
@@ -237,13 +235,11 @@ async fn deleted_operator_tokens_revoked(b: Backend) {
 async fn password_change_revokes_tokens(b: Backend) {
     let app = TestApp::spawn(b).await;
     let old = app.operator("gina", "user").await;
-    let minted = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "gina", "principal_type": "Operator"}),
-        )
-        .await;
+    let minted = mint(
+        &app,
+        json!({"principal": "gina", "principal_type": "Operator"}),
+    )
+    .await;
     let minted = minted.body["token"].as_str().unwrap().to_string();
 
     // The operator changes its own password.
@@ -329,13 +325,11 @@ async fn whoami_shape(b: Backend) {
     assert_eq!(r.body["type"], "Operator");
     assert_eq!(r.body["role"], "user");
 
-    let minted = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "ivy", "principal_type": "User", "expires_in_s": 600}),
-        )
-        .await;
+    let minted = mint(
+        &app,
+        json!({"principal": "ivy", "principal_type": "User", "expires_in_s": 600}),
+    )
+    .await;
     let r = app.get("/api/v0/auth", minted.body["token"].as_str()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["user"], "ivy");
@@ -383,14 +377,14 @@ async fn whoami_shape(b: Backend) {
     app.stop().await;
 }
 
+/// `POST /auth/token` as the admin.
+async fn mint(app: &TestApp, body: Value) -> Reply {
+    app.post("/api/v0/auth/token", Some(&app.admin_token), body)
+        .await
+}
+
 async fn mint_user(app: &TestApp, name: &str) -> String {
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": name, "principal_type": "User"}),
-        )
-        .await;
+    let r = mint(app, json!({"principal": name, "principal_type": "User"})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let mut keys: Vec<&str> = r
         .body
@@ -493,58 +487,48 @@ async fn minted_user_token_sees_only_its_own(b: Backend) {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     // Lifetimes: positive, and at most about a year.
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "jack", "principal_type": "User", "expires_in_s": 0}),
-        )
-        .await;
+    let r = mint(
+        &app,
+        json!({"principal": "jack", "principal_type": "User", "expires_in_s": 0}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "jack", "principal_type": "User", "expires_in_s": 10 * 365 * DAY}),
-        )
-        .await;
+    let r = mint(
+        &app,
+        json!({"principal": "jack", "principal_type": "User", "expires_in_s": 10 * 365 * DAY}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_near(
         epoch(&r.body["expires_at"]),
         now() + 366 * DAY,
         "capped lifetime",
     );
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "no spaces", "principal_type": "User"}),
-        )
-        .await;
+    let r = mint(
+        &app,
+        json!({"principal": "no spaces", "principal_type": "User"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     app.stop().await;
 }
 
 async fn minted_operator_token_needs_an_operator(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "ghost", "principal_type": "Operator"}),
-        )
-        .await;
+    let r = mint(
+        &app,
+        json!({"principal": "ghost", "principal_type": "Operator"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
     assert!(r.error().contains("ghost"), "{}", r.error());
 
     create_operator(&app, "lena", "lena-password", "user").await;
-    let r = app
-        .post(
-            "/api/v0/auth/token",
-            Some(&app.admin_token),
-            json!({"principal": "lena", "principal_type": "Operator"}),
-        )
-        .await;
+    let r = mint(
+        &app,
+        json!({"principal": "lena", "principal_type": "Operator"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let token = r.body["token"].as_str().unwrap();
     let who = app.get("/api/v0/auth", Some(token)).await;

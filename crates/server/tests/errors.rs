@@ -40,28 +40,6 @@ fn assert_error(r: &Reply, status: StatusCode) -> String {
     msg.to_string()
 }
 
-/// Sends a request built by hand (any headers, no content type, raw bytes).
-async fn send(req: reqwest::RequestBuilder) -> (Reply, reqwest::header::HeaderMap) {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let bytes = resp.bytes().await.expect("response body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (
-        Reply {
-            status,
-            body,
-            content_type,
-        },
-        headers,
-    )
-}
-
 fn request(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
     app.client
         .request(method, format!("{}{path}", app.base))
@@ -324,15 +302,18 @@ async fn missing_or_wrong_content_type_is_415() {
         (Method::POST, "/api/v0/operators/admin/login".to_string()),
         (Method::POST, "/api/v0/auth/token".to_string()),
     ] {
-        let (r, _) = send(request(&app, method.clone(), &path).body(json_body)).await;
+        let r = app
+            .send(request(&app, method.clone(), &path).body(json_body))
+            .await;
         let msg = assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert!(msg.contains("Content-Type"), "{method} {path}: {msg}");
-        let (r, _) = send(
-            request(&app, method.clone(), &path)
-                .header("content-type", "text/plain")
-                .body(json_body),
-        )
-        .await;
+        let r = app
+            .send(
+                request(&app, method.clone(), &path)
+                    .header("content-type", "text/plain")
+                    .body(json_body),
+            )
+            .await;
         assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     // Session create and remix take an optional body: none at all is fine
@@ -341,14 +322,17 @@ async fn missing_or_wrong_content_type_is_415() {
         "/api/v0/sessions".to_string(),
         format!("/api/v0/sessions/{id}/remix"),
     ] {
-        let (r, _) = send(request(&app, Method::POST, &path).body(r#"{"name": "x"}"#)).await;
+        let r = app
+            .send(request(&app, Method::POST, &path).body(r#"{"name": "x"}"#))
+            .await;
         assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let (r, _) = send(
-            request(&app, Method::POST, &path)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("name=x"),
-        )
-        .await;
+        let r = app
+            .send(
+                request(&app, Method::POST, &path)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("name=x"),
+            )
+            .await;
         assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     let list = app.get("/api/v0/sessions", Some(&t)).await;
@@ -357,14 +341,17 @@ async fn missing_or_wrong_content_type_is_415() {
         1,
         "nothing was created"
     );
-    let (r, _) = send(request(&app, Method::POST, "/api/v0/sessions")).await;
+    let r = app
+        .send(request(&app, Method::POST, "/api/v0/sessions"))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "an empty body needs no type");
-    let (r, _) = send(
-        request(&app, Method::POST, "/api/v0/sessions")
-            .header("content-type", "application/vnd.raworc+json; charset=utf-8")
-            .body(r#"{"name": "typed"}"#),
-    )
-    .await;
+    let r = app
+        .send(
+            request(&app, Method::POST, "/api/v0/sessions")
+                .header("content-type", "application/vnd.raworc+json; charset=utf-8")
+                .body(r#"{"name": "typed"}"#),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "+json types are JSON");
     assert_eq!(r.body["name"], "typed");
     // Nothing was posted.
@@ -527,9 +514,10 @@ async fn wrong_methods_are_405_json() {
         (Method::DELETE, "/api/v0/auth/token", "POST"),
         (Method::GET, "/api/v0/operators/admin/login", "POST"),
     ] {
-        let (r, headers) = send(request(&app, method.clone(), path)).await;
+        let r = app.send(request(&app, method.clone(), path)).await;
         assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
-        let allow = headers
+        let allow = r
+            .headers
             .get("allow")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
@@ -538,7 +526,7 @@ async fn wrong_methods_are_405_json() {
             "{method} {path}: Allow header {allow:?}"
         );
         assert!(
-            headers.contains_key("x-request-id"),
+            r.headers.contains_key("x-request-id"),
             "{method} {path}: the rewritten error keeps the request id"
         );
     }
@@ -587,12 +575,13 @@ async fn missing_or_bad_tokens_are_401_json() {
         let r = app.post("/api/v0/sessions", token, json!({})).await;
         assert_error(&r, StatusCode::UNAUTHORIZED);
     }
-    let (r, _) = send(
-        app.client
-            .get(format!("{}/api/v0/sessions", app.base))
-            .header("authorization", "Basic YWRtaW46YWRtaW4="),
-    )
-    .await;
+    let r = app
+        .send(
+            app.client
+                .get(format!("{}/api/v0/sessions", app.base))
+                .header("authorization", "Basic YWRtaW46YWRtaW4="),
+        )
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED);
     let r = app
         .post(
@@ -759,7 +748,9 @@ async fn rejected_requests_change_nothing(b: Backend) {
         let r = app.post(&m, Some(&t), body).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let (r, _) = send(request(&app, Method::POST, &m).body(r#"{"content":"x"}"#)).await;
+    let r = app
+        .send(request(&app, Method::POST, &m).body(r#"{"content":"x"}"#))
+        .await;
     assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // A user principal cannot post as the assistant, nor touch this session.
     let user = app

@@ -100,10 +100,14 @@ async fn next_seq(
     session_id: &str,
     now: i64,
 ) -> Result<(i64, SessionState)> {
-    const BUMP: &str = "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
-                        WHERE id = ? AND state <> 'deleted'";
+    macro_rules! bump {
+        () => {
+            "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
+             WHERE id = ? AND state <> 'deleted'"
+        };
+    }
     let row = if dialect == Dialect::MySql {
-        let bumped = sqlx::query(BUMP)
+        let bumped = sqlx::query(bump!())
             .bind(now)
             .bind(session_id)
             .execute(&mut *conn)
@@ -116,7 +120,7 @@ async fn next_seq(
             .fetch_optional(&mut *conn)
             .await?
     } else {
-        sqlx::query(&dialect.sql(&format!("{BUMP} RETURNING message_seq, state")))
+        sqlx::query(&dialect.sql(concat!(bump!(), " RETURNING message_seq, state")))
             .bind(now)
             .bind(session_id)
             .fetch_optional(&mut *conn)

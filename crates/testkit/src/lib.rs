@@ -119,6 +119,7 @@ pub fn init_logging() {
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
     pub content_type: String,
 }
@@ -256,7 +257,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        Self::reply(req.send().await.expect("request sent")).await
+        self.send(req).await
     }
 
     /// Sends raw bytes with a content type, for malformed-input tests.
@@ -276,13 +277,18 @@ impl TestApp {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
+        self.send(req).await
+    }
+
+    /// Sends a request built by hand (any headers or body) and reads the reply.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         Self::reply(req.send().await.expect("request sent")).await
     }
 
     async fn reply(resp: reqwest::Response) -> Reply {
         let status = resp.status();
-        let content_type = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
@@ -291,6 +297,7 @@ impl TestApp {
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply {
             status,
+            headers,
             body,
             content_type,
         }
