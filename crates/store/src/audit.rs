@@ -1,10 +1,6 @@
 //! The audit log: one row per mutating call.
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
-use crate::row::{opt_text, text};
-
+use crate::db::{self, Row};
 use crate::{Conn, Dialect, Result, Store};
 
 /// An audit entry to append (inside the same transaction as the change it records).
@@ -38,7 +34,7 @@ pub struct AuditFilter {
 
 /// Appends `record` on a writer connection.
 pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, record: &AuditRecord) -> Result<()> {
-    sqlx::query(&dialect.sql(
+    db::query(&dialect.sql(
         "INSERT INTO audit (at, principal, principal_type, action, target, session_id, outcome, request_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     ))
@@ -67,18 +63,18 @@ pub(crate) async fn insert_if(
     }
 }
 
-fn from_row(row: &AnyRow) -> Result<AuditRow> {
+fn from_row(row: &Row) -> Result<AuditRow> {
     Ok(AuditRow {
-        id: row.try_get("id")?,
+        id: row.i64("id")?,
         record: AuditRecord {
-            at: row.try_get("at")?,
-            principal: text(row, "principal")?,
-            principal_type: opt_text(row, "principal_type")?,
-            action: text(row, "action")?,
-            target: text(row, "target")?,
-            session_id: opt_text(row, "session_id")?,
-            outcome: u16::try_from(row.try_get::<i64, _>("outcome")?).unwrap_or(0),
-            request_id: text(row, "request_id")?,
+            at: row.i64("at")?,
+            principal: row.text("principal")?,
+            principal_type: row.opt_text("principal_type")?,
+            action: row.text("action")?,
+            target: row.text("target")?,
+            session_id: row.opt_text("session_id")?,
+            outcome: u16::try_from(row.i64("outcome")?).unwrap_or(0),
+            request_id: row.text("request_id")?,
         },
     })
 }
@@ -112,7 +108,7 @@ impl Store {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ? OFFSET ?");
         let sql = self.dialect.sql(&sql);
-        let mut query = sqlx::query(&sql);
+        let mut query = db::query(&sql);
         if let Some(p) = &filter.principal {
             query = query.bind(p);
         }

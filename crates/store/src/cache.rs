@@ -1,6 +1,6 @@
 //! A read cache of session rows, for stores whose database no other process
-//! writes (SQLite). Every write that changes a session invalidates its entry
-//! from the writer task after the commit; a read that raced with such a write
+//! writes (SQLite). Every write that changes a session invalidates or updates
+//! its entry from the writer after the commit; a read that raced with such a write
 //! does not put its older row back (the epoch check).
 
 use std::collections::HashMap;
@@ -37,6 +37,16 @@ impl SessionCache {
                 rows.clear();
             }
             rows.insert(row.id.clone(), row.clone());
+        }
+    }
+
+    /// Applies a committed change to the cached row of `id`, if there is one.
+    pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut SessionRow)) {
+        if let Ok(mut rows) = self.rows.write() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            if let Some(row) = rows.get_mut(id) {
+                change(row);
+            }
         }
     }
 

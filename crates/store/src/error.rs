@@ -14,6 +14,8 @@ pub enum StoreError {
     },
     #[error("unsupported database URL scheme '{0}' (use sqlite:, postgres: or mysql:)")]
     UnsupportedUrl(String),
+    #[error("unsupported database: {0}")]
+    Unsupported(&'static str),
     #[error("corrupt row: {0}")]
     Corrupt(String),
     #[error("the store is shutting down")]
@@ -22,6 +24,8 @@ pub enum StoreError {
     Commit(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -38,6 +42,11 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
             _ => false,
         }
     }

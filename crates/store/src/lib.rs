@@ -1,17 +1,20 @@
 //! Raworc's store: operators, sessions, messages and the audit log.
 //!
-//! One schema runs on SQLite, PostgreSQL and MySQL/MariaDB through sqlx's
-//! `Any` driver. Reads go straight to a connection pool; every write goes
-//! through a single [`writer`] task that commits queued writes together
-//! (group commit), so many concurrent requests share one fsync.
+//! One schema runs on SQLite, PostgreSQL and MySQL/MariaDB. Reads go straight
+//! to an sqlx (`Any` driver) connection pool; every write goes through a
+//! single [`writer`] that commits queued writes together (group commit), so
+//! many concurrent requests share one fsync. On SQLite the writer uses a
+//! direct connection on a thread of its own ([`db`] runs a statement on
+//! either engine).
 
 mod audit;
 mod cache;
+mod checkpoint;
+mod db;
 mod dialect;
 mod error;
 mod messages;
 mod operators;
-mod row;
 mod sessions;
 mod writer;
 
@@ -20,17 +23,17 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::MigrateDatabase;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 
 pub use audit::{AuditFilter, AuditRecord, AuditRow};
+use db::Conn;
 pub use dialect::Dialect;
 pub use error::StoreError;
 pub use messages::{MessageRow, NewMessage};
 pub use operators::{NewOperator, OperatorRow};
 pub use sessions::{NewSession, Remix, SessionPatch, SessionRow, SessionTransition};
-pub use writer::Conn;
-
-use writer::Writer;
+use writer::{Opener, Writer};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -52,6 +55,22 @@ pub(crate) fn sql_offset(offset: u64) -> i64 {
 /// UUIDv7 keeps ids roughly time-ordered, which keeps b-tree inserts local.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The file behind a SQLite URL. The writer opens it directly, so an
+/// in-memory database (one per connection) cannot work.
+fn sqlite_file(url: &str) -> Result<std::path::PathBuf> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty()
+        || path.to_string_lossy().contains(":memory:")
+        || path.to_string_lossy().starts_with("file:sqlx-in-memory")
+    {
+        return Err(StoreError::Unsupported(
+            "an in-memory SQLite database (give a file)",
+        ));
+    }
+    Ok(path.to_path_buf())
 }
 
 /// Tuning knobs of a store.
@@ -121,17 +140,23 @@ impl Store {
                     })
                 })
         };
-        let write_pool = make_pool(1).connect_with(connect_options.clone()).await?;
+        let pool = make_pool(options.read_connections.max(1))
+            .connect_with(connect_options.clone())
+            .await?;
         let migrator = match dialect {
             Dialect::Sqlite => &MIGRATE_SQLITE,
             Dialect::Postgres => &MIGRATE_POSTGRES,
             Dialect::MySql => &MIGRATE_MYSQL,
         };
-        migrator.run(&write_pool).await?;
-        let pool = make_pool(options.read_connections.max(1))
-            .connect_with(connect_options)
-            .await?;
-        let writer = Writer::spawn(write_pool, options.max_batch.max(1));
+        migrator.run(&pool).await?;
+        let opener = match dialect {
+            Dialect::Sqlite => Opener::Sqlite {
+                path: sqlite_file(&url)?,
+                synchronous: sync,
+            },
+            _ => Opener::Sqlx(connect_options),
+        };
+        let writer = Writer::spawn(opener, options.max_batch.max(1)).await?;
         // A SQLite file belongs to one server; the other databases may be
         // shared by several, so their reads always go to the database.
         let sessions = (dialect == Dialect::Sqlite).then(Default::default);
@@ -177,7 +202,6 @@ impl Store {
         // sqlx 0.8's close() can miss a connection whose return to the pool
         // raced with it (it ends up idle in the closed pool and keeps its
         // session open); a second close() finds and closes it.
-        self.writer.close().await;
         self.pool.close().await;
     }
 }

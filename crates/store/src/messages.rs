@@ -1,13 +1,11 @@
 //! Messages: each session's conversation, ordered by a per-session `seq`.
 
 use raworc_api::{MessageRole, SessionState};
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
-use crate::row::text;
 
 use crate::audit::{self, AuditRecord};
+use crate::db::{self, Row};
 use crate::sessions::{self, SessionTransition};
+use crate::writer::OnCommit;
 use crate::{new_id, now_ms, Conn, Dialect, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -58,24 +56,24 @@ macro_rules! message_columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<MessageRow> {
-    let role: String = text(row, "role")?;
-    let metadata: String = text(row, "metadata")?;
+fn from_row(row: &Row) -> Result<MessageRow> {
+    let role: String = row.text("role")?;
+    let metadata: String = row.text("metadata")?;
     Ok(MessageRow {
-        id: text(row, "id")?,
-        session_id: text(row, "session_id")?,
-        seq: row.try_get("seq")?,
+        id: row.text("id")?,
+        session_id: row.text("session_id")?,
+        seq: row.i64("seq")?,
         role: MessageRole::parse(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("message role '{role}'")))?,
-        content: text(row, "content")?,
+        content: row.text("content")?,
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(format!("message metadata: {e}")))?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.i64("created_at")?,
     })
 }
 
 pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, m: &MessageRow) -> Result<()> {
-    sqlx::query(&dialect.sql(concat!(
+    db::query(&dialect.sql(concat!(
         "INSERT INTO messages (",
         message_columns!(),
         ") VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -107,30 +105,30 @@ async fn next_seq(
         };
     }
     let row = if dialect == Dialect::MySql {
-        let bumped = sqlx::query(bump!())
+        let bumped = db::query(bump!())
             .bind(now)
             .bind(session_id)
             .execute(&mut *conn)
             .await?;
-        if bumped.rows_affected() != 1 {
+        if bumped != 1 {
             return Err(StoreError::not_found("session", session_id));
         }
-        sqlx::query("SELECT message_seq, state FROM sessions WHERE id = ?")
+        db::query("SELECT message_seq, state FROM sessions WHERE id = ?")
             .bind(session_id)
             .fetch_optional(&mut *conn)
             .await?
     } else {
-        sqlx::query(&dialect.sql(concat!(bump!(), " RETURNING message_seq, state")))
+        db::query(&dialect.sql(concat!(bump!(), " RETURNING message_seq, state")))
             .bind(now)
             .bind(session_id)
             .fetch_optional(&mut *conn)
             .await?
     };
     let row = row.ok_or_else(|| StoreError::not_found("session", session_id))?;
-    let state = text(&row, "state")?;
+    let state = row.text("state")?;
     let state = SessionState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("session state '{state}'")))?;
-    Ok((row.try_get("message_seq")?, state))
+    Ok((row.i64("message_seq")?, state))
 }
 
 impl Store {
@@ -143,8 +141,23 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<MessageRow> {
         let dialect = self.dialect;
-        let hook = self.invalidate_session(session_id.clone());
-        self.writer
+        // A post moves the session's `seq` and activity time: the cached row
+        // is updated in place, so the next post's access check stays a hit.
+        let hook = self.sessions.clone().map(|cache| {
+            let id = session_id.clone();
+            Box::new(move |(row, restored): &(MessageRow, bool)| {
+                if *restored {
+                    cache.invalidate(&id);
+                } else {
+                    cache.update(&id, |s| {
+                        s.message_seq = row.seq;
+                        s.last_activity_at = row.created_at;
+                    });
+                }
+            }) as OnCommit<(MessageRow, bool)>
+        });
+        let (row, _) = self
+            .writer
             .write_then(
                 move |conn| {
                     Box::pin(async move {
@@ -153,7 +166,9 @@ impl Store {
                         let is_user = message.role == MessageRole::User;
                         let row = MessageRow::new(&session_id, seq, message, now);
                         insert(conn, dialect, &row).await?;
+                        let mut restored = false;
                         if is_user && state == SessionState::Closed {
+                            restored = true;
                             let mut session = sessions::fetch(conn, dialect, &session_id).await?;
                             if let Some(to) = SessionTransition::Restore.target(session.state) {
                                 sessions::set_state(
@@ -167,12 +182,13 @@ impl Store {
                             }
                         }
                         audit::insert_if(conn, dialect, &audit).await?;
-                        Ok(row)
+                        Ok((row, restored))
                     })
                 },
                 hook,
             )
-            .await
+            .await?;
+        Ok(row)
     }
 
     /// Messages in `seq` order; `after` skips those with `seq <= after`.
@@ -188,7 +204,7 @@ impl Store {
             message_columns!(),
             " FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ? OFFSET ?"
         ));
-        let rows = sqlx::query(&sql)
+        let rows = db::query(&sql)
             .bind(session_id)
             .bind(after.unwrap_or(0))
             .bind(i64::from(limit))
@@ -202,11 +218,11 @@ impl Store {
         let sql = self
             .dialect
             .sql("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?");
-        let row = sqlx::query(&sql)
+        let row = db::query(&sql)
             .bind(session_id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get("n")?)
+        row.i64("n")
     }
 
     /// Deletes a session's messages; `seq` keeps counting so `after=` stays valid.
@@ -220,13 +236,12 @@ impl Store {
             .write(move |conn| {
                 Box::pin(async move {
                     sessions::fetch_live(conn, dialect, &session_id).await?;
-                    let done =
-                        sqlx::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
-                            .bind(&session_id)
-                            .execute(&mut *conn)
-                            .await?;
+                    let done = db::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
+                        .bind(&session_id)
+                        .execute(&mut *conn)
+                        .await?;
                     audit::insert_if(conn, dialect, &audit).await?;
-                    Ok(done.rows_affected() as i64)
+                    Ok(done as i64)
                 })
             })
             .await

@@ -1,12 +1,9 @@
 //! Operators: the accounts that log in.
 
 use raworc_api::OperatorRole;
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
-use crate::row::{opt_text, text};
 
 use crate::audit::{self, AuditRecord};
+use crate::db::{self, Row};
 use crate::{now_ms, Conn, Dialect, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -37,28 +34,28 @@ macro_rules! operator_columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<OperatorRow> {
-    let role: String = text(row, "role")?;
+fn from_row(row: &Row) -> Result<OperatorRow> {
+    let role: String = row.text("role")?;
     Ok(OperatorRow {
-        name: text(row, "name")?,
-        pass_hash: text(row, "pass_hash")?,
+        name: row.text("name")?,
+        pass_hash: row.text("pass_hash")?,
         role: OperatorRole::parse(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("operator role '{role}'")))?,
-        description: opt_text(row, "description")?,
-        token_gen: row.try_get("token_gen")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        last_login_at: row.try_get("last_login_at")?,
+        description: row.opt_text("description")?,
+        token_gen: row.i64("token_gen")?,
+        created_at: row.i64("created_at")?,
+        updated_at: row.i64("updated_at")?,
+        last_login_at: row.opt_i64("last_login_at")?,
     })
 }
 
 /// Refuses a change that would leave no admin.
 async fn ensure_other_admin(conn: &mut Conn, dialect: Dialect, name: &str) -> Result<()> {
-    let admins = sqlx::query(&dialect.sql("SELECT COUNT(*) AS n FROM operators WHERE role = ?"))
+    let admins = db::query(&dialect.sql("SELECT COUNT(*) AS n FROM operators WHERE role = ?"))
         .bind(OperatorRole::Admin.as_str())
         .fetch_one(&mut *conn)
         .await?;
-    if admins.try_get::<i64, _>("n")? <= 1 {
+    if admins.i64("n")? <= 1 {
         return Err(StoreError::Conflict(format!(
             "operator '{name}' is the last admin; make another admin first"
         )));
@@ -80,7 +77,7 @@ impl Store {
                 " FROM operators WHERE name = ?"
             ))
             .into_owned();
-        let row = sqlx::query(&sql)
+        let row = db::query(&sql)
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -96,7 +93,7 @@ impl Store {
                 " FROM operators ORDER BY name LIMIT ? OFFSET ?"
             ))
             .into_owned();
-        let rows = sqlx::query(&sql)
+        let rows = db::query(&sql)
             .bind(i64::from(limit))
             .bind(crate::sql_offset(offset))
             .fetch_all(&self.pool)
@@ -105,10 +102,10 @@ impl Store {
     }
 
     pub async fn count_operators(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM operators")
+        let row = db::query("SELECT COUNT(*) AS n FROM operators")
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get("n")?)
+        row.i64("n")
     }
 
     /// Creates an operator; `Conflict` when the name is taken.
@@ -121,11 +118,10 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let exists =
-                        sqlx::query(&dialect.sql("SELECT 1 FROM operators WHERE name = ?"))
-                            .bind(&op.name)
-                            .fetch_optional(&mut *conn)
-                            .await?;
+                    let exists = db::query(&dialect.sql("SELECT 1 FROM operators WHERE name = ?"))
+                        .bind(&op.name)
+                        .fetch_optional(&mut *conn)
+                        .await?;
                     if exists.is_some() {
                         return Err(StoreError::Conflict(format!(
                             "operator '{}' already exists",
@@ -143,7 +139,7 @@ impl Store {
                         updated_at: now,
                         last_login_at: None,
                     };
-                    sqlx::query(&dialect.sql(concat!(
+                    db::query(&dialect.sql(concat!(
                         "INSERT INTO operators (",
                         operator_columns!(),
                         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -178,7 +174,7 @@ impl Store {
             .write(move |conn| {
                 Box::pin(async move {
                     let sql = dialect.sql(concat!("SELECT ", operator_columns!(), " FROM operators WHERE name = ?"));
-                    let row = sqlx::query(&sql)
+                    let row = db::query(&sql)
                         .bind(&name)
                         .fetch_optional(&mut *conn)
                         .await?
@@ -194,7 +190,7 @@ impl Store {
                         op.description = Some(d);
                     }
                     op.updated_at = now_ms();
-                    sqlx::query(&dialect.sql(
+                    db::query(&dialect.sql(
                         "UPDATE operators SET role = ?, description = ?, updated_at = ? WHERE name = ?",
                     ))
                     .bind(op.role.as_str())
@@ -221,7 +217,7 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let done = sqlx::query(&dialect.sql(
+                    let done = db::query(&dialect.sql(
                         "UPDATE operators SET pass_hash = ?, token_gen = ?, updated_at = ? WHERE name = ?",
                     ))
                     .bind(&pass_hash)
@@ -230,7 +226,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut *conn)
                     .await?;
-                    if done.rows_affected() == 0 {
+                    if done == 0 {
                         return Err(StoreError::not_found("operator", &name));
                     }
                     audit::insert_if(conn, dialect, &audit).await?;
@@ -246,17 +242,16 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let row =
-                        sqlx::query(&dialect.sql("SELECT role FROM operators WHERE name = ?"))
-                            .bind(&name)
-                            .fetch_optional(&mut *conn)
-                            .await?
-                            .ok_or_else(|| StoreError::not_found("operator", &name))?;
-                    let role = text(&row, "role")?;
+                    let row = db::query(&dialect.sql("SELECT role FROM operators WHERE name = ?"))
+                        .bind(&name)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .ok_or_else(|| StoreError::not_found("operator", &name))?;
+                    let role = row.text("role")?;
                     if role == OperatorRole::Admin.as_str() {
                         ensure_other_admin(conn, dialect, &name).await?;
                     }
-                    sqlx::query(&dialect.sql("DELETE FROM operators WHERE name = ?"))
+                    db::query(&dialect.sql("DELETE FROM operators WHERE name = ?"))
                         .bind(&name)
                         .execute(&mut *conn)
                         .await?;
@@ -273,7 +268,7 @@ impl Store {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    sqlx::query(
+                    db::query(
                         &dialect.sql("UPDATE operators SET last_login_at = ? WHERE name = ?"),
                     )
                     .bind(now_ms())

@@ -1,12 +1,9 @@
 //! Sessions and their lifecycle transitions.
 
 use raworc_api::SessionState;
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
-use crate::row::{opt_text, text};
 
 use crate::audit::{self, AuditRecord};
+use crate::db::{self, Row};
 use crate::messages::{self, MessageRow, NewMessage};
 use crate::{new_id, now_ms, Conn, Dialect, Result, Store, StoreError};
 
@@ -129,30 +126,30 @@ fn parse_state(s: &str) -> Result<SessionState> {
     SessionState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("session state '{s}'")))
 }
 
-fn from_row(row: &AnyRow) -> Result<SessionRow> {
-    let metadata: String = text(row, "metadata")?;
-    let secret_names: String = text(row, "secret_names")?;
+fn from_row(row: &Row) -> Result<SessionRow> {
+    let metadata: String = row.text("metadata")?;
+    let secret_names: String = row.text("secret_names")?;
     Ok(SessionRow {
-        id: text(row, "id")?,
-        owner: text(row, "owner")?,
-        owner_type: text(row, "owner_type")?,
-        name: opt_text(row, "name")?,
-        state: parse_state(&text(row, "state")?)?,
-        desired_state: parse_state(&text(row, "desired_state")?)?,
-        busy: row.try_get::<i64, _>("busy")? != 0,
-        instructions: opt_text(row, "instructions")?,
-        setup: opt_text(row, "setup")?,
+        id: row.text("id")?,
+        owner: row.text("owner")?,
+        owner_type: row.text("owner_type")?,
+        name: row.opt_text("name")?,
+        state: parse_state(&row.text("state")?)?,
+        desired_state: parse_state(&row.text("desired_state")?)?,
+        busy: row.i64("busy")? != 0,
+        instructions: row.opt_text("instructions")?,
+        setup: row.opt_text("setup")?,
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(format!("session metadata: {e}")))?,
         secret_names: serde_json::from_str(&secret_names)
             .map_err(|e| StoreError::Corrupt(format!("session secret names: {e}")))?,
-        parent_id: opt_text(row, "parent_id")?,
-        error: opt_text(row, "error")?,
-        message_seq: row.try_get("message_seq")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        last_activity_at: row.try_get("last_activity_at")?,
-        deleted_at: row.try_get("deleted_at")?,
+        parent_id: row.opt_text("parent_id")?,
+        error: row.opt_text("error")?,
+        message_seq: row.i64("message_seq")?,
+        created_at: row.i64("created_at")?,
+        updated_at: row.i64("updated_at")?,
+        last_activity_at: row.i64("last_activity_at")?,
+        deleted_at: row.opt_i64("deleted_at")?,
     })
 }
 
@@ -162,7 +159,7 @@ pub(crate) async fn fetch(conn: &mut Conn, dialect: Dialect, id: &str) -> Result
         session_columns!(),
         " FROM sessions WHERE id = ?"
     ));
-    let row = sqlx::query(&sql)
+    let row = db::query(&sql)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -185,7 +182,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
         session_columns!(),
         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ));
-    sqlx::query(&sql)
+    db::query(&sql)
         .bind(&s.id)
         .bind(&s.owner)
         .bind(&s.owner_type)
@@ -216,7 +213,7 @@ async fn insert_secret(
     name: &str,
     sealed: &str,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         &dialect.sql("INSERT INTO session_secrets (session_id, name, sealed) VALUES (?, ?, ?)"),
     )
     .bind(session_id)
@@ -298,10 +295,7 @@ impl Store {
                 " FROM sessions WHERE id = ?"
             ))
             .into_owned();
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = db::query(&sql).bind(id).fetch_optional(&self.pool).await?;
         let row = row.as_ref().map(from_row).transpose()?;
         if let (Some(cache), Some(epoch), Some(row)) = (&self.sessions, epoch, &row) {
             cache.fill(epoch, row);
@@ -332,7 +326,7 @@ impl Store {
         }
         sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?");
         let sql = self.dialect.sql(&sql);
-        let mut query = sqlx::query(&sql);
+        let mut query = db::query(&sql);
         if let Some(s) = state {
             query = query.bind(s.as_str());
         }
@@ -349,11 +343,11 @@ impl Store {
 
     /// Counts live sessions by state, for metrics.
     pub async fn count_sessions_by_state(&self) -> Result<Vec<(SessionState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM sessions GROUP BY state")
+        let rows = db::query("SELECT state, COUNT(*) AS n FROM sessions GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((parse_state(&text(r, "state")?)?, r.try_get("n")?)))
+            .map(|r| Ok((parse_state(&r.text("state")?)?, r.i64("n")?)))
             .collect()
     }
 
@@ -362,9 +356,9 @@ impl Store {
         let sql = self
             .dialect
             .sql("SELECT name, sealed FROM session_secrets WHERE session_id = ? ORDER BY name");
-        let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+        let rows = db::query(&sql).bind(id).fetch_all(&self.pool).await?;
         rows.iter()
-            .map(|r| Ok((text(r, "name")?, text(r, "sealed")?)))
+            .map(|r| Ok((r.text("name")?, r.text("sealed")?)))
             .collect()
     }
 
@@ -394,7 +388,7 @@ impl Store {
                         s.metadata = v;
                     }
                     s.updated_at = now_ms();
-                    sqlx::query(&dialect.sql(
+                    db::query(&dialect.sql(
                         "UPDATE sessions SET name = ?, instructions = ?, setup = ?, metadata = ?, updated_at = ? WHERE id = ?",
                     ))
                     .bind(&s.name)
@@ -434,13 +428,13 @@ impl Store {
                         })?;
                         set_state(conn, dialect, &mut s, to, change.desired()).await?;
                         if change == SessionTransition::Delete {
-                            sqlx::query(
+                            db::query(
                                 &dialect.sql("DELETE FROM session_secrets WHERE session_id = ?"),
                             )
                             .bind(&s.id)
                             .execute(&mut *conn)
                             .await?;
-                            sqlx::query(&dialect.sql(
+                            db::query(&dialect.sql(
                             "UPDATE sessions SET deleted_at = ?, secret_names = '[]' WHERE id = ?",
                         ))
                         .bind(s.updated_at)
@@ -510,7 +504,7 @@ impl Store {
                         MessageRow::new(&child.id, 1, NewMessage::user(content), now)
                     });
                     insert(conn, dialect, &child).await?;
-                    sqlx::query(&dialect.sql(
+                    db::query(&dialect.sql(
                         "INSERT INTO session_secrets (session_id, name, sealed) \
                          SELECT ?, name, sealed FROM session_secrets WHERE session_id = ?",
                     ))
@@ -538,7 +532,7 @@ pub(crate) async fn set_state(
     desired: SessionState,
 ) -> Result<()> {
     let now = now_ms();
-    let done = sqlx::query(&dialect.sql(
+    let done = db::query(&dialect.sql(
         "UPDATE sessions SET state = ?, desired_state = ?, updated_at = ? WHERE id = ? AND state = ?",
     ))
     .bind(to.as_str())
@@ -548,7 +542,7 @@ pub(crate) async fn set_state(
     .bind(s.state.as_str())
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() != 1 {
+    if done != 1 {
         return Err(StoreError::Conflict(format!(
             "session '{}' changed state concurrently; retry",
             s.id

@@ -1,6 +1,8 @@
 //! HS256 tokens signed with a per-installation secret kept in the data dir.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::RwLock;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use raworc_api::{OperatorRole, PrincipalType};
@@ -28,7 +30,15 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature was checked, with their claims: clients send
+    /// the same token on every request, and checking it again (base64, HMAC,
+    /// JSON) was a visible part of each request's cost. Expiry is checked on
+    /// every use; revocation is the caller's check of `gen`.
+    verified: RwLock<HashMap<String, Claims>>,
 }
+
+/// Most tokens remembered as verified; the map starts over when full.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl JwtKeys {
     /// Loads `jwt.key` from the data dir, creating it (0600) on first start.
@@ -45,6 +55,7 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -58,7 +69,34 @@ impl JwtKeys {
 
     /// Verifies signature and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
+        self.verify_at(token, chrono::Utc::now().timestamp())
+    }
+
+    fn verify_at(&self, token: &str, now: i64) -> Result<Claims, jsonwebtoken::errors::Error> {
+        let known = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned());
+        if let Some(claims) = known {
+            // The same rule as the decoder's: expired once `exp` is in the past.
+            if claims.exp < now {
+                return Err(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into());
+            }
+            return Ok(claims);
+        }
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        if claims.exp < now {
+            return Err(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into());
+        }
+        if let Ok(mut m) = self.verified.write() {
+            if m.len() >= VERIFIED_CAPACITY {
+                m.clear();
+            }
+            m.insert(token.to_string(), claims.clone());
+        }
+        Ok(claims)
     }
 }
 
@@ -88,5 +126,29 @@ mod tests {
         assert!(keys.verify(&expired).is_err());
         let other = JwtKeys::from_secret(b"k2");
         assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let keys = JwtKeys::from_secret(b"k1");
+        let now = chrono::Utc::now().timestamp();
+        let token = keys.issue(&claims(now + 60)).unwrap();
+        assert!(keys.verify_at(&token, now).is_ok());
+        assert!(keys.verified.read().unwrap().contains_key(&token));
+        let late = keys.verify_at(&token, now + 61).unwrap_err();
+        assert_eq!(
+            late.kind(),
+            &jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        );
+        // A token with a bad signature is never remembered.
+        let dot = token.rfind('.').unwrap();
+        let first = if &token[dot + 1..dot + 2] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        let forged = format!("{}{first}{}", &token[..=dot], &token[dot + 2..]);
+        assert!(keys.verify(&forged).is_err());
+        assert!(!keys.verified.read().unwrap().contains_key(&forged));
     }
 }
