@@ -32,3 +32,11 @@ ensure_build_tools() {
         fi
     fi
 }
+
+# What building and running computers needs on the host: debootstrap (the
+# image) and util-linux (unshare, mount).
+ensure_computer_tools() {
+    if command -v apt-get >/dev/null 2>&1; then
+        apt_install debootstrap util-linux
+    fi
+}

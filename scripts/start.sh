@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
+ensure_computer_tools
 echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
 mkdir -p "$HOME/.local/bin"

@@ -7,11 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
+ensure_computer_tools
 
 dbs="${RAWORC_TEST_DATABASES:-sqlite,postgres,mysql}"
 export RAWORC_TEST_DATABASES="$dbs"
 export RAWORC_TEST_POSTGRES_URL="${RAWORC_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 export RAWORC_TEST_MYSQL_URL="${RAWORC_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
+# The computer image is built once per machine and kept here between runs.
+export RAWORC_TEST_IMAGES_DIR="${RAWORC_TEST_IMAGES_DIR:-/var/cache/raworc-test/images}"
 
 postgres_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 mysql_up() { mysqladmin -h 127.0.0.1 -u root status >/dev/null 2>&1; }

@@ -1,5 +1,7 @@
 //! `raworc`: the server (`raworc serve`) and the CLI, in one binary.
 
+mod image;
+
 use clap::{Parser, Subcommand};
 use raworc_server::ServerConfig;
 
@@ -19,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run the control plane in the foreground
     Serve(ServerConfig),
+    /// Manage the computer image
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     #[command(flatten)]
     Client(raworc_cli::ClientCommand),
 }
@@ -50,6 +55,10 @@ fn main() {
                 init_tracing();
                 raworc_server::serve(config).await
             }
+            Command::Image(cmd) => tokio::task::spawn_blocking(move || image::run(cmd))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
             Command::Client(cmd) => raworc_cli::run(cmd).await,
         }
     });
