@@ -1,0 +1,375 @@
+//! What the cloned child does before it becomes the sandbox's program.
+//! Everything here runs between `clone` and `exec`: system calls only, on
+//! C strings prepared by [`Plan::new`] in the parent.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+
+use nix::mount::{mount, MsFlags};
+
+use crate::{cpath, cstring, SandboxError, SandboxSpec};
+
+/// Device nodes bound from the host into the sandbox's `/dev`.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+pub(crate) struct Plan {
+    root: CString,
+    overlay_options: CString,
+    proc_: CString,
+    sys: CString,
+    dev: CString,
+    dev_shm: CString,
+    dev_pts: CString,
+    dev_ptmx: CString,
+    devices: Vec<(CString, CString)>,
+    hostname: String,
+    uid: u32,
+    gid: u32,
+    cwd: CString,
+    program: CString,
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+}
+
+impl Plan {
+    pub(crate) fn new(spec: &SandboxSpec) -> Result<Plan, SandboxError> {
+        for (what, p) in [
+            ("image", &spec.image),
+            ("upper", &spec.upper),
+            ("work", &spec.work),
+        ] {
+            // overlayfs splits its options on commas and colons.
+            if p.to_string_lossy().contains([',', ':']) {
+                return Err(SandboxError::Spec(format!(
+                    "the {what} path {} contains ',' or ':'",
+                    p.display()
+                )));
+            }
+        }
+        let root = spec.root.clone();
+        let devices = DEVICES
+            .iter()
+            .map(|d| {
+                Ok((
+                    cstring("device", format!("/dev/{d}"))?,
+                    cpath("device", &root.join("dev").join(d))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, SandboxError>>()?;
+        let argv: Vec<CString> = spec
+            .argv
+            .iter()
+            .map(|a| cstring("argument", a))
+            .collect::<Result<_, _>>()?;
+        let env: Vec<CString> = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstring("environment", format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        let mut plan = Plan {
+            overlay_options: cstring(
+                "overlay options",
+                format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    spec.image.display(),
+                    spec.upper.display(),
+                    spec.work.display()
+                ),
+            )?,
+            proc_: cpath("root", &root.join("proc"))?,
+            sys: cpath("root", &root.join("sys"))?,
+            dev: cpath("root", &root.join("dev"))?,
+            dev_shm: cpath("root", &root.join("dev/shm"))?,
+            dev_pts: cpath("root", &root.join("dev/pts"))?,
+            dev_ptmx: cpath("root", &root.join("dev/ptmx"))?,
+            root: cpath("root", &root)?,
+            devices,
+            hostname: spec.hostname.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            cwd: cstring("cwd", &spec.cwd)?,
+            program: argv[0].clone(),
+            argv_ptrs: Vec::new(),
+            env_ptrs: Vec::new(),
+            argv,
+            env,
+        };
+        plan.argv_ptrs = plan.argv.iter().map(|a| a.as_ptr()).collect();
+        plan.argv_ptrs.push(std::ptr::null());
+        plan.env_ptrs = plan.env.iter().map(|a| a.as_ptr()).collect();
+        plan.env_ptrs.push(std::ptr::null());
+        Ok(plan)
+    }
+}
+
+/// Reports the failed step and its errno to the parent, then exits.
+fn fail(report: RawFd, step: &str, errno: i32) -> isize {
+    let mut buf = [0u8; 128];
+    let mut n = 0;
+    for b in step.bytes().chain(*b": errno ") {
+        if n < buf.len() {
+            buf[n] = b;
+            n += 1;
+        }
+    }
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut e = errno.unsigned_abs();
+    loop {
+        digits[d] = b'0' + (e % 10) as u8;
+        d += 1;
+        e /= 10;
+        if e == 0 || d == digits.len() {
+            break;
+        }
+    }
+    while d > 0 && n < buf.len() {
+        d -= 1;
+        buf[n] = digits[d];
+        n += 1;
+    }
+    // SAFETY: writing a stack buffer to a pipe and exiting are async-signal-safe.
+    unsafe {
+        libc::write(report, buf.as_ptr().cast(), n);
+        libc::_exit(127)
+    }
+}
+
+macro_rules! step {
+    ($report:expr, $name:expr, $call:expr) => {
+        if let Err(e) = $call {
+            return fail($report, $name, e as i32);
+        }
+    };
+}
+
+fn mount_at(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: MsFlags,
+    data: Option<&CStr>,
+) -> nix::Result<()> {
+    mount(Some(source), target, fstype, flags, data)
+}
+
+fn errno_of(ret: libc::c_int) -> nix::Result<()> {
+    if ret < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Creates an empty file to bind a device onto.
+fn touch(path: &CStr) -> nix::Result<()> {
+    // SAFETY: plain system calls on a valid C string.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    errno_of(fd)?;
+    // SAFETY: fd was just opened.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+fn mkdir(path: &CStr, mode: libc::mode_t) -> nix::Result<()> {
+    // SAFETY: plain system call on a valid C string.
+    let ret = unsafe { libc::mkdir(path.as_ptr(), mode) };
+    if ret < 0 && nix::Error::last() != nix::Error::EEXIST {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Brings up `lo`, the only interface of the new network namespace.
+fn loopback_up() -> nix::Result<()> {
+    // SAFETY: socket/ioctl/close on a zeroed, correctly sized `ifreq`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        errno_of(fd)?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let got = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if got < 0 {
+            let e = nix::Error::last();
+            libc::close(fd);
+            return Err(e);
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let set = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        let e = nix::Error::last();
+        libc::close(fd);
+        if set < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(plan: &Plan, report: RawFd) -> isize {
+    let none: Option<&CStr> = None;
+    step!(
+        report,
+        "make mounts private",
+        mount(
+            none,
+            c"/",
+            none,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            none
+        )
+    );
+    step!(
+        report,
+        "mount the overlay",
+        mount_at(
+            c"overlay",
+            &plan.root,
+            Some(c"overlay"),
+            MsFlags::empty(),
+            Some(&plan.overlay_options)
+        )
+    );
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    step!(report, "create /proc", mkdir(&plan.proc_, 0o555));
+    step!(
+        report,
+        "mount /proc",
+        mount_at(c"proc", &plan.proc_, Some(c"proc"), hardened, none)
+    );
+    step!(report, "create /sys", mkdir(&plan.sys, 0o555));
+    step!(
+        report,
+        "mount /sys",
+        mount_at(
+            c"sysfs",
+            &plan.sys,
+            Some(c"sysfs"),
+            hardened | MsFlags::MS_RDONLY,
+            none
+        )
+    );
+    step!(report, "create /dev", mkdir(&plan.dev, 0o755));
+    step!(
+        report,
+        "mount /dev",
+        mount_at(
+            c"tmpfs",
+            &plan.dev,
+            Some(c"tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(c"mode=755,size=65536k")
+        )
+    );
+    for (host, inside) in &plan.devices {
+        step!(report, "create a device node", touch(inside));
+        step!(
+            report,
+            "bind a device",
+            mount_at(host, inside, none, MsFlags::MS_BIND, none)
+        );
+    }
+    step!(report, "create /dev/shm", mkdir(&plan.dev_shm, 0o1777));
+    step!(
+        report,
+        "mount /dev/shm",
+        mount_at(
+            c"shm",
+            &plan.dev_shm,
+            Some(c"tmpfs"),
+            hardened,
+            Some(c"mode=1777,size=268435456")
+        )
+    );
+    step!(report, "create /dev/pts", mkdir(&plan.dev_pts, 0o755));
+    step!(
+        report,
+        "mount /dev/pts",
+        mount_at(
+            c"devpts",
+            &plan.dev_pts,
+            Some(c"devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(c"newinstance,ptmxmode=0666,mode=0620")
+        )
+    );
+    // SAFETY: plain system call on valid C strings.
+    step!(
+        report,
+        "link /dev/ptmx",
+        errno_of(unsafe { libc::symlink(c"pts/ptmx".as_ptr(), plan.dev_ptmx.as_ptr()) })
+    );
+    // Enter the new root; the old one is detached and gone from view.
+    step!(
+        report,
+        "enter the root",
+        nix::unistd::chdir(plan.root.as_c_str())
+    );
+    step!(report, "pivot_root", nix::unistd::pivot_root(c".", c"."));
+    step!(
+        report,
+        "detach the old root",
+        nix::mount::umount2(c".", nix::mount::MntFlags::MNT_DETACH)
+    );
+    step!(report, "chdir /", nix::unistd::chdir(c"/"));
+    step!(report, "bring up loopback", loopback_up());
+    step!(
+        report,
+        "set the hostname",
+        nix::unistd::sethostname(&plan.hostname)
+    );
+    // No capability can ever come back: empty the bounding set.
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    let gid = nix::unistd::Gid::from_raw(plan.gid);
+    let uid = nix::unistd::Uid::from_raw(plan.uid);
+    step!(report, "setgroups", nix::unistd::setgroups(&[gid]));
+    step!(report, "setresgid", nix::unistd::setresgid(gid, gid, gid));
+    // From root to another user: permitted and effective capabilities go.
+    step!(report, "setresuid", nix::unistd::setresuid(uid, uid, uid));
+    // SAFETY: prctl with integer arguments.
+    step!(
+        report,
+        "clear ambient capabilities",
+        errno_of(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        })
+    );
+    // SAFETY: prctl with integer arguments.
+    step!(
+        report,
+        "set no_new_privs",
+        errno_of(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    );
+    step!(
+        report,
+        "chdir to the working dir",
+        nix::unistd::chdir(plan.cwd.as_c_str())
+    );
+    // SAFETY: null-terminated arrays of pointers into C strings owned by the plan.
+    unsafe {
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.env_ptrs.as_ptr(),
+        )
+    };
+    fail(report, "exec the program", nix::Error::last() as i32)
+}

@@ -1,0 +1,184 @@
+//! The local sandbox: one computer's process tree, isolated with Linux
+//! namespaces on an overlay of the computer image.
+//!
+//! [`Sandbox::spawn`] clones a child into new mount, pid, net, uts, ipc and
+//! cgroup namespaces. The child, PID 1 of its namespace:
+//! mounts an overlay (the image read-only below, the session's persistent
+//! upper layer above), `/proc`, `/dev` (a tmpfs with the usual devices bound
+//! in), `/dev/shm`, `/dev/pts` and a read-only `/sys`; pivots into it; brings
+//! loopback up (the only interface); sets the hostname; drops every
+//! capability from the bounding set, switches to the unprivileged user and
+//! sets `no_new_privs`; then runs the given program.
+//!
+//! All mounts live in the sandbox's mount namespace, so they vanish with its
+//! last process: killing PID 1 leaves nothing mounted on the host.
+//!
+//! Between `clone` and `exec` the child runs in a copy of a multi-threaded
+//! process, where only async-signal-safe calls are allowed: everything it
+//! needs (paths, arguments, environment) is prepared as C strings first, and
+//! the child makes system calls only.
+
+mod child;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox spec: {0}")]
+    Spec(String),
+    #[error("{context}: {source}")]
+    Sys {
+        context: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sandbox failed to start: {0}")]
+    Start(String),
+}
+
+/// What to run, and where.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The image's rootfs: the read-only lower layer.
+    pub image: PathBuf,
+    /// The session's persistent upper layer and overlayfs work dir (same filesystem).
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Where the overlay is assembled (inside the sandbox's mount namespace only).
+    pub root: PathBuf,
+    pub hostname: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Program (absolute path inside the sandbox) and its arguments.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+}
+
+/// A running sandbox: PID 1 of its namespaces, seen from the host.
+#[derive(Debug)]
+pub struct Sandbox {
+    pid: Pid,
+}
+
+fn cstring(what: &str, s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
+    CString::new(s.as_ref()).map_err(|_| SandboxError::Spec(format!("{what} contains a NUL byte")))
+}
+
+fn cpath(what: &str, p: &Path) -> Result<CString, SandboxError> {
+    cstring(what, p.as_os_str().as_bytes())
+}
+
+impl Sandbox {
+    /// Starts `spec.argv` in a new sandbox. Returns once the child has
+    /// either exec'd the program or failed (then with the step that failed).
+    pub fn spawn(spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        if spec.argv.is_empty() {
+            return Err(SandboxError::Spec("no program to run".into()));
+        }
+        for dir in [&spec.upper, &spec.work, &spec.root] {
+            std::fs::create_dir_all(dir).map_err(|source| SandboxError::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        let plan = child::Plan::new(spec)?;
+        // The child reports a failed step through this pipe; a successful
+        // exec closes it (close-on-exec) without a word.
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
+                SandboxError::Sys {
+                    context: "creating the start pipe".into(),
+                    source,
+                }
+            })?;
+        let mut stack = vec![0u8; 1 << 20];
+        let flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP;
+        let report = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+        // SAFETY: the child only runs `child::run`, which makes system calls
+        // on data prepared above and then execs or exits.
+        let pid = unsafe {
+            nix::sched::clone(
+                Box::new(|| child::run(&plan, report)),
+                &mut stack,
+                flags,
+                Some(Signal::SIGCHLD as i32),
+            )
+        }
+        .map_err(|source| SandboxError::Sys {
+            context: "clone".into(),
+            source,
+        })?;
+        drop(write_end);
+        let mut message = Vec::new();
+        let mut file = std::fs::File::from(read_end);
+        std::io::Read::read_to_end(&mut file, &mut message).map_err(|source| SandboxError::Io {
+            context: "reading the start pipe".into(),
+            source,
+        })?;
+        if !message.is_empty() {
+            let _ = waitpid(pid, None);
+            return Err(SandboxError::Start(
+                String::from_utf8_lossy(&message).into_owned(),
+            ));
+        }
+        Ok(Sandbox { pid })
+    }
+
+    /// PID 1 of the sandbox, as the host sees it.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Waits for PID 1 to end; its exit code (128 + signal when killed).
+    pub fn wait(&self) -> Result<i32, SandboxError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::Error::EINTR) => continue,
+                Err(source) => {
+                    return Err(SandboxError::Sys {
+                        context: "waiting for the sandbox".into(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Kills every process of the sandbox (killing PID 1 of a pid namespace
+    /// kills them all) and reaps PID 1.
+    pub fn kill(&self) -> Result<i32, SandboxError> {
+        match nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
+            Ok(()) | Err(nix::Error::ESRCH) => {}
+            Err(source) => {
+                return Err(SandboxError::Sys {
+                    context: "killing the sandbox".into(),
+                    source,
+                })
+            }
+        }
+        self.wait()
+    }
+}

@@ -1,0 +1,132 @@
+//! Real sandboxes on the real computer image (built first when missing,
+//! into `RAWORC_TEST_IMAGES_DIR`, default `/var/cache/raworc-test/images`).
+//! Needs root, like the `local` runtime.
+
+use std::path::{Path, PathBuf};
+
+use raworc_image::{BuildOptions, Images, Recipe};
+use raworc_sandbox::{Sandbox, SandboxSpec};
+
+fn image_rootfs() -> PathBuf {
+    let dir = std::env::var_os("RAWORC_TEST_IMAGES_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/raworc-test/images"));
+    let (image, _) = Images::new(dir)
+        .ensure(&Recipe::builtin(), &BuildOptions::default(), &mut |p| {
+            eprintln!("{p:?}")
+        })
+        .expect("the computer image (needs root)");
+    image.rootfs()
+}
+
+fn spec(dir: &Path, script: &str) -> SandboxSpec {
+    SandboxSpec {
+        image: image_rootfs(),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        root: dir.join("root"),
+        hostname: "computer-test".into(),
+        uid: 1000,
+        gid: 1000,
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+        cwd: "/home/computer".into(),
+    }
+}
+
+fn host_mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo")
+}
+
+#[test]
+fn a_sandbox_is_isolated_unprivileged_and_writes_to_its_own_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something only the host has: this test's own directory.
+    let host_only = dir.path().display().to_string();
+    let script = format!(
+        "{{ id -u; id -g; hostname; grep ^CapEff /proc/self/status; \
+         grep ^CapBnd /proc/self/status; grep ^NoNewPrivs /proc/self/status; \
+         ls /proc | grep -c '^[0-9]'; \
+         tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,; echo; \
+         test -e '{host_only}' && echo host-visible || echo host-hidden; \
+         touch /etc/passwd 2>/dev/null && echo etc-writable || echo etc-readonly; \
+         }} > /home/computer/report"
+    );
+    let spec = spec(dir.path(), &script);
+    let sandbox = Sandbox::spawn(&spec).expect("spawn");
+    assert_eq!(sandbox.wait().expect("wait"), 0);
+
+    // The file landed in the session's upper layer, not in the image.
+    let report = std::fs::read_to_string(spec.upper.join("home/computer/report"))
+        .expect("the report in the upper layer");
+    assert!(!spec.image.join("home/computer/report").exists());
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "1000", "uid: {report}");
+    assert_eq!(lines[1], "1000", "gid: {report}");
+    assert_eq!(lines[2], "computer-test", "hostname: {report}");
+    assert_eq!(lines[3], "CapEff:\t0000000000000000", "{report}");
+    assert_eq!(lines[4], "CapBnd:\t0000000000000000", "{report}");
+    assert_eq!(lines[5], "NoNewPrivs:\t1", "{report}");
+    let pids: u32 = lines[6].parse().expect("pid count");
+    assert!(pids < 10, "the host's processes are visible: {pids}");
+    assert_eq!(lines[7], "lo,", "interfaces: {report}");
+    assert_eq!(lines[8], "host-hidden", "{report}");
+    assert_eq!(lines[9], "etc-readonly", "{report}");
+    // Nothing of the sandbox stays mounted on the host.
+    assert!(!host_mounts().contains(&spec.root.display().to_string()));
+}
+
+#[test]
+fn killing_a_sandbox_ends_all_its_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(
+        dir.path(),
+        "sleep 1000 & sleep 1000 & echo started > /home/computer/started; wait",
+    );
+    let sandbox = Sandbox::spawn(&spec).expect("spawn");
+    let started = spec.upper.join("home/computer/started");
+    // The children exist once the marker is written (polled: no fixed sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let children: Vec<u32> = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        sandbox.pid(),
+        sandbox.pid()
+    ))
+    .expect("children of PID 1")
+    .split_whitespace()
+    .filter_map(|p| p.parse().ok())
+    .collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+    assert_eq!(sandbox.kill().expect("kill"), 128 + 9);
+    for pid in children {
+        // Killed with PID 1; reaped by the kernel as the namespace dies.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} survived"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    assert!(!host_mounts().contains(&spec.root.display().to_string()));
+}
+
+#[test]
+fn a_failed_start_says_which_step_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), "true");
+    spec.argv = vec!["/no/such/program".into()];
+    let err = Sandbox::spawn(&spec).expect_err("must fail");
+    let text = err.to_string();
+    assert!(text.contains("exec the program"), "{text}");
+    assert!(text.contains("errno 2"), "{text}");
+}
