@@ -215,8 +215,20 @@ fn loopback_up() -> nix::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(plan: &Plan, report: RawFd) -> isize {
+pub(crate) fn run(plan: &Plan, go: RawFd, report: RawFd) -> isize {
     let none: Option<&CStr> = None;
+    // Wait until the parent has put this process in its cgroup, then make
+    // that cgroup the root of the new cgroup namespace.
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a stack variable.
+    if unsafe { libc::read(go, (&mut byte as *mut u8).cast(), 1) } != 1 {
+        return fail(report, "wait for the parent", nix::Error::last() as i32);
+    }
+    step!(
+        report,
+        "enter a new cgroup namespace",
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+    );
     step!(
         report,
         "make mounts private",

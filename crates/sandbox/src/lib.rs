@@ -1,8 +1,9 @@
 //! The local sandbox: one computer's process tree, isolated with Linux
 //! namespaces on an overlay of the computer image.
 //!
-//! [`Sandbox::spawn`] clones a child into new mount, pid, net, uts, ipc and
-//! cgroup namespaces. The child, PID 1 of its namespace:
+//! [`Sandbox::spawn`] clones a child into new mount, pid, net, uts and ipc
+//! namespaces and puts it in its own cgroup (limits, freezing), whose
+//! namespace it then enters. The child, PID 1 of its namespace:
 //! mounts an overlay (the image read-only below, the session's persistent
 //! upper layer above), `/proc`, `/dev` (a tmpfs with the usual devices bound
 //! in), `/dev/shm`, `/dev/pts` and a read-only `/sys`; pivots into it; brings
@@ -18,7 +19,10 @@
 //! needs (paths, arguments, environment) is prepared as C strings first, and
 //! the child makes system calls only.
 
+mod cgroup;
 mod child;
+
+pub use cgroup::{Cgroup, Limits};
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -47,6 +51,10 @@ pub enum SandboxError {
     },
     #[error("the sandbox failed to start: {0}")]
     Start(String),
+    #[error("cgroup: {0}")]
+    Cgroup(String),
+    #[error("the sandbox has already ended")]
+    Ended,
 }
 
 /// What to run, and where.
@@ -67,12 +75,29 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Working directory inside the sandbox.
     pub cwd: String,
+    /// Name of the sandbox's cgroup (`raworc/<name>`) and its limits.
+    pub cgroup: Option<(String, Limits)>,
 }
 
 /// A running sandbox: PID 1 of its namespaces, seen from the host.
+///
+/// Dropping a sandbox that was not waited for kills it: nobody else would
+/// reap its PID 1.
 #[derive(Debug)]
 pub struct Sandbox {
     pid: Pid,
+    cgroup: Option<Cgroup>,
+    reaped: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.reaped.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = self.kill() {
+                tracing::warn!(pid = self.pid.as_raw(), error = %e, "could not kill a dropped sandbox");
+            }
+        }
+    }
 }
 
 fn cstring(what: &str, s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
@@ -97,6 +122,19 @@ impl Sandbox {
             })?;
         }
         let plan = child::Plan::new(spec)?;
+        let cgroup = spec
+            .cgroup
+            .as_ref()
+            .map(|(name, limits)| Cgroup::create(name, limits))
+            .transpose()?;
+        // The child waits on this pipe until it has been put in its cgroup.
+        let (go_read, go_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
+                SandboxError::Sys {
+                    context: "creating the go pipe".into(),
+                    source,
+                }
+            })?;
         // The child reports a failed step through this pipe; a successful
         // exec closes it (close-on-exec) without a word.
         let (read_end, write_end) =
@@ -111,14 +149,14 @@ impl Sandbox {
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWCGROUP;
+            | CloneFlags::CLONE_NEWIPC;
         let report = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+        let go = std::os::fd::AsRawFd::as_raw_fd(&go_read);
         // SAFETY: the child only runs `child::run`, which makes system calls
         // on data prepared above and then execs or exits.
         let pid = unsafe {
             nix::sched::clone(
-                Box::new(|| child::run(&plan, report)),
+                Box::new(|| child::run(&plan, go, report)),
                 &mut stack,
                 flags,
                 Some(Signal::SIGCHLD as i32),
@@ -129,19 +167,37 @@ impl Sandbox {
             source,
         })?;
         drop(write_end);
+        drop(go_read);
+        if let Some(cg) = &cgroup {
+            if let Err(e) = cg.add(pid.as_raw() as u32) {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                let _ = cg.remove();
+                return Err(e);
+            }
+        }
+        let mut go_write = std::fs::File::from(go_write);
+        // A child that already died (and closed its end) shows in the report below.
+        let _ = std::io::Write::write_all(&mut go_write, b"g");
+        drop(go_write);
         let mut message = Vec::new();
         let mut file = std::fs::File::from(read_end);
         std::io::Read::read_to_end(&mut file, &mut message).map_err(|source| SandboxError::Io {
             context: "reading the start pipe".into(),
             source,
         })?;
+        let sandbox = Sandbox {
+            pid,
+            cgroup,
+            reaped: false.into(),
+        };
         if !message.is_empty() {
-            let _ = waitpid(pid, None);
+            let _ = sandbox.wait();
             return Err(SandboxError::Start(
                 String::from_utf8_lossy(&message).into_owned(),
             ));
         }
-        Ok(Sandbox { pid })
+        Ok(sandbox)
     }
 
     /// PID 1 of the sandbox, as the host sees it.
@@ -149,12 +205,34 @@ impl Sandbox {
         self.pid.as_raw() as u32
     }
 
-    /// Waits for PID 1 to end; its exit code (128 + signal when killed).
+    /// The sandbox's cgroup, when it has one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Waits for PID 1 to end, then removes the cgroup; PID 1's exit code
+    /// (128 + signal when killed).
     pub fn wait(&self) -> Result<i32, SandboxError> {
+        let code = self.wait_pid1()?;
+        if let Some(cg) = &self.cgroup {
+            cg.remove_when_empty()?;
+        }
+        Ok(code)
+    }
+
+    fn wait_pid1(&self) -> Result<i32, SandboxError> {
         loop {
             match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Ok(code);
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Ok(128 + sig as i32);
+                }
                 Ok(_) => continue,
                 Err(nix::Error::EINTR) => continue,
                 Err(source) => {
@@ -170,6 +248,13 @@ impl Sandbox {
     /// Kills every process of the sandbox (killing PID 1 of a pid namespace
     /// kills them all) and reaps PID 1.
     pub fn kill(&self) -> Result<i32, SandboxError> {
+        if self.reaped.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(SandboxError::Ended);
+        }
+        // A frozen sandbox cannot die until thawed.
+        if let Some(cg) = &self.cgroup {
+            cg.thaw()?;
+        }
         match nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
             Ok(()) | Err(nix::Error::ESRCH) => {}
             Err(source) => {

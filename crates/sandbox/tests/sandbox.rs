@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use raworc_image::{BuildOptions, Images, Recipe};
-use raworc_sandbox::{Sandbox, SandboxSpec};
+use raworc_sandbox::{Cgroup, Limits, Sandbox, SandboxSpec};
 
 fn image_rootfs() -> PathBuf {
     let dir = std::env::var_os("RAWORC_TEST_IMAGES_DIR")
@@ -32,6 +32,29 @@ fn spec(dir: &Path, script: &str) -> SandboxSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
         cwd: "/home/computer".into(),
+        cgroup: None,
+    }
+}
+
+/// A cgroup name no other test run uses.
+fn unique_name(what: &str) -> String {
+    format!("test-{what}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every few milliseconds until it holds, failing after `secs`.
+#[track_caller]
+fn await_true(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -129,4 +152,77 @@ fn a_failed_start_says_which_step_failed() {
     let text = err.to_string();
     assert!(text.contains("exec the program"), "{text}");
     assert!(text.contains("errno 2"), "{text}");
+}
+
+#[test]
+fn limits_contain_a_memory_hog_and_a_fork_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "python3 -c 'b = bytearray(512 * 1024 * 1024); print(len(b))' > /dev/null 2>&1; \
+         echo $? > /home/computer/hog; \
+         cat /proc/self/cgroup > /home/computer/cgroup; \
+         echo ready > /home/computer/ready; \
+         ( while :; do sleep 600 & done ) 2>/dev/null; exec sleep 600",
+    );
+    spec.cgroup = Some((
+        unique_name("limits"),
+        Limits {
+            memory_bytes: Some(96 * 1024 * 1024),
+            pids: Some(32),
+            cpu_millicores: Some(500),
+        },
+    ));
+    let sandbox = Sandbox::spawn(&spec).expect("spawn");
+    let ready = spec.upper.join("home/computer/ready");
+    await_true("the memory hog to end", 60, || ready.exists());
+    let read = |f: &str| std::fs::read_to_string(spec.upper.join("home/computer").join(f)).unwrap();
+    // The hog was killed by the memory limit (SIGKILL: 128 + 9).
+    assert_eq!(read("hog").trim(), "137", "the memory hog was not stopped");
+    // The group is the root of the sandbox's cgroup namespace.
+    for line in read("cgroup").lines() {
+        assert!(line.ends_with(":/"), "cgroup path visible inside: {line}");
+    }
+    // The fork bomb fills the group up to its limit and no further.
+    let cg = sandbox.cgroup().expect("cgroup");
+    await_true("the fork bomb to reach the limit", 30, || {
+        cg.pids().map(|p| p.len() >= 28).unwrap_or(false)
+    });
+    for _ in 0..20 {
+        let n = cg.pids().unwrap().len();
+        assert!(n <= 32, "{n} processes despite pids.max = 32");
+    }
+    assert!(cg.memory_bytes().unwrap() > 0);
+    assert_eq!(sandbox.kill().expect("kill"), 128 + 9);
+    // The group is gone with the sandbox.
+    assert!(cg.pids().is_err(), "the cgroup outlived its sandbox");
+}
+
+#[test]
+fn a_frozen_sandbox_makes_no_progress_until_thawed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "while :; do date +%s%N > /home/computer/tick.new; mv /home/computer/tick.new /home/computer/tick; sleep 0.01; done",
+    );
+    spec.cgroup = Some((unique_name("freeze"), Limits::default()));
+    let sandbox = Sandbox::spawn(&spec).expect("spawn");
+    let tick = spec.upper.join("home/computer/tick");
+    let read = || std::fs::read_to_string(&tick).unwrap_or_default();
+    await_true("the first tick", 10, || !read().is_empty());
+    let cg = sandbox.cgroup().expect("cgroup");
+    cg.freeze().unwrap();
+    await_true("the freeze", 5, || cg.is_frozen().unwrap());
+    let frozen_at = read();
+    // An observation window, not a wait for a condition: nothing may change in it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(read(), frozen_at, "the sandbox ran while frozen");
+    cg.thaw().unwrap();
+    await_true("a tick after thawing", 10, || read() != frozen_at);
+    assert_eq!(sandbox.kill().expect("kill"), 128 + 9);
+}
+
+#[test]
+fn this_machine_has_a_usable_cgroup_version() {
+    assert!(matches!(Cgroup::version(), 1 | 2));
 }

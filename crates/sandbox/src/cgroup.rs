@@ -1,0 +1,293 @@
+//! Resource limits and freezing for one sandbox, on cgroup v2 or v1,
+//! whichever the machine offers (chosen at run time).
+//!
+//! Groups are made below the cgroup this process is in, per hierarchy, so a
+//! server that is itself limited (a service unit, a container) keeps its
+//! sandboxes inside its own limits.
+
+use std::path::{Path, PathBuf};
+
+use crate::SandboxError;
+
+/// Limits of one sandbox; `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory, swap included where the kernel accounts it.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time per second of wall time, in thousandths of a core (1000 = one core).
+    pub cpu_millicores: Option<u64>,
+}
+
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug)]
+enum Layout {
+    /// One directory in the unified hierarchy.
+    V2(PathBuf),
+    /// One directory per controller.
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+        freezer: PathBuf,
+    },
+}
+
+/// The cgroup(s) of one sandbox.
+#[derive(Debug)]
+pub struct Cgroup {
+    layout: Layout,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Io { context, source }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, value).map_err(io(format!("writing '{value}' to {}", path.display())))
+}
+
+fn read(path: &Path) -> Result<String, SandboxError> {
+    std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))
+}
+
+/// This process's cgroup path in the hierarchy whose controllers include
+/// `controller` (`""` for the unified hierarchy).
+fn own_path(controller: &str) -> Result<String, SandboxError> {
+    let text = read(Path::new("/proc/self/cgroup"))?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let matches = if controller.is_empty() {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == controller)
+        };
+        if matches {
+            return Ok(path.trim_start_matches('/').to_string());
+        }
+    }
+    Err(SandboxError::Cgroup(format!(
+        "this process is in no '{controller}' cgroup"
+    )))
+}
+
+/// True when the unified hierarchy has the controllers sandboxes need.
+fn v2_usable() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .map(|c| {
+            let c: Vec<&str> = c.split_whitespace().collect();
+            ["memory", "pids", "cpu"]
+                .iter()
+                .all(|need| c.contains(need))
+        })
+        .unwrap_or(false)
+}
+
+impl Cgroup {
+    /// Which cgroup version sandboxes use on this machine.
+    pub fn version() -> u8 {
+        if v2_usable() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Creates the sandbox's group(s) `raworc/<name>` and applies `limits`.
+    pub fn create(name: &str, limits: &Limits) -> Result<Cgroup, SandboxError> {
+        if name.is_empty() || name.contains(['/', '.']) {
+            return Err(SandboxError::Spec(format!("bad cgroup name '{name}'")));
+        }
+        let layout = if v2_usable() {
+            let base = Path::new("/sys/fs/cgroup")
+                .join(own_path("")?)
+                .join("raworc");
+            make_dir(&base)?;
+            // Controllers must be enabled on the way down.
+            let parent = base.parent().unwrap_or(Path::new("/sys/fs/cgroup"));
+            write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+            write(&base.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+            let dir = base.join(name);
+            make_dir(&dir)?;
+            Layout::V2(dir)
+        } else {
+            let group = |controller: &str, mount: &str| -> Result<PathBuf, SandboxError> {
+                let dir = Path::new("/sys/fs/cgroup")
+                    .join(mount)
+                    .join(own_path(controller)?)
+                    .join("raworc")
+                    .join(name);
+                make_dir(&dir)?;
+                Ok(dir)
+            };
+            Layout::V1 {
+                memory: group("memory", "memory")?,
+                pids: group("pids", "pids")?,
+                cpu: group("cpu", "cpu")?,
+                freezer: group("freezer", "freezer")?,
+            }
+        };
+        let cgroup = Cgroup { layout };
+        cgroup.apply(limits)?;
+        Ok(cgroup)
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), SandboxError> {
+        match &self.layout {
+            Layout::V2(dir) => {
+                if let Some(m) = limits.memory_bytes {
+                    write(&dir.join("memory.max"), &m.to_string())?;
+                    if dir.join("memory.swap.max").exists() {
+                        write(&dir.join("memory.swap.max"), "0")?;
+                    }
+                }
+                if let Some(p) = limits.pids {
+                    write(&dir.join("pids.max"), &p.to_string())?;
+                }
+                if let Some(c) = limits.cpu_millicores {
+                    let quota = (c * CPU_PERIOD_US / 1000).max(1000);
+                    write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+            }
+            Layout::V1 {
+                memory, pids, cpu, ..
+            } => {
+                if let Some(m) = limits.memory_bytes {
+                    write(&memory.join("memory.limit_in_bytes"), &m.to_string())?;
+                    // With swap accounting, the same bound on memory + swap.
+                    let memsw = memory.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &m.to_string())?;
+                    }
+                }
+                if let Some(p) = limits.pids {
+                    write(&pids.join("pids.max"), &p.to_string())?;
+                }
+                if let Some(c) = limits.cpu_millicores {
+                    let quota = (c * CPU_PERIOD_US / 1000).max(1000);
+                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (and its future children) into the group(s).
+    pub fn add(&self, pid: u32) -> Result<(), SandboxError> {
+        let pid = pid.to_string();
+        match &self.layout {
+            Layout::V2(dir) => write(&dir.join("cgroup.procs"), &pid),
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                freezer,
+            } => {
+                for dir in [memory, pids, cpu, freezer] {
+                    write(&dir.join("cgroup.procs"), &pid)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Processes in the group.
+    pub fn pids(&self) -> Result<Vec<u32>, SandboxError> {
+        let dir = match &self.layout {
+            Layout::V2(dir) => dir,
+            Layout::V1 { pids, .. } => pids,
+        };
+        Ok(read(&dir.join("cgroup.procs"))?
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    /// Stops every process of the group where it is, until [`Cgroup::thaw`].
+    pub fn freeze(&self) -> Result<(), SandboxError> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> Result<(), SandboxError> {
+        self.set_frozen(false)
+    }
+
+    /// True once every process of the group is frozen.
+    pub fn is_frozen(&self) -> Result<bool, SandboxError> {
+        match &self.layout {
+            Layout::V2(dir) => Ok(read(&dir.join("cgroup.events"))?
+                .lines()
+                .any(|l| l.trim() == "frozen 1")),
+            Layout::V1 { freezer, .. } => {
+                Ok(read(&freezer.join("freezer.state"))?.trim() == "FROZEN")
+            }
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), SandboxError> {
+        match &self.layout {
+            Layout::V2(dir) => write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            Layout::V1 { freezer, .. } => write(
+                &freezer.join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+        }
+    }
+
+    /// Memory the group uses now, in bytes.
+    pub fn memory_bytes(&self) -> Result<u64, SandboxError> {
+        let path = match &self.layout {
+            Layout::V2(dir) => dir.join("memory.current"),
+            Layout::V1 { memory, .. } => memory.join("memory.usage_in_bytes"),
+        };
+        read(&path)?
+            .trim()
+            .parse()
+            .map_err(|_| SandboxError::Cgroup(format!("unreadable {}", path.display())))
+    }
+
+    /// Removes the group(s) once the kernel has let go of the sandbox's last
+    /// processes (they leave the group a moment after PID 1 is reaped).
+    pub(crate) fn remove_when_empty(&self) -> Result<(), SandboxError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match self.remove() {
+                Ok(()) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Removes the group(s); they must be empty (the sandbox has ended).
+    pub fn remove(&self) -> Result<(), SandboxError> {
+        let dirs: Vec<&PathBuf> = match &self.layout {
+            Layout::V2(dir) => vec![dir],
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                freezer,
+            } => vec![memory, pids, cpu, freezer],
+        };
+        for dir in dirs {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))
+}
