@@ -165,13 +165,19 @@ impl Images {
         Ok(Some(Image { dir, manifest }))
     }
 
-    /// The image of `recipe`, built first when missing.
+    /// The image of `recipe`, built first when missing. Builds in this
+    /// process take turns, so threads that all need the image build it once.
     pub fn ensure(
         &self,
         recipe: &Recipe,
         options: &BuildOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Image, bool), ImageError> {
+        if let Some(image) = self.find(recipe)? {
+            return Ok((image, false));
+        }
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(image) = self.find(recipe)? {
             return Ok((image, false));
         }
