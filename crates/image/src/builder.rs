@@ -174,19 +174,7 @@ fn build_in(
     write(&rootfs.join("etc/resolv.conf"), &resolv, 0o644)?;
     run(
         "apt-get install",
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                INSTALL,
-                "sh",
-            ])
-            .arg(&root)
-            .args(&recipe.packages),
+        in_private_mounts(INSTALL).arg(&root).args(&recipe.packages),
     )?;
 
     progress(Progress::Step {
@@ -195,21 +183,7 @@ fn build_in(
         what: "setting up the user, session directories and desktop",
     });
     write(&rootfs.join("tmp/raworc-setup.sh"), &recipe.setup, 0o755)?;
-    run(
-        "setup.sh",
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                SETUP,
-                "sh",
-            ])
-            .arg(&root),
-    )?;
+    run("setup.sh", in_private_mounts(SETUP).arg(&root))?;
 
     progress(Progress::Step {
         number: 4,
@@ -224,6 +198,22 @@ fn build_in(
     // The host's resolver settings are not part of the image.
     write(&rootfs.join("etc/resolv.conf"), "", 0o644)?;
     Ok(())
+}
+
+/// `sh -c script` in a private mount namespace: its mounts die with it.
+fn in_private_mounts(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]);
+    cmd
 }
 
 fn run(step: &str, cmd: &mut Command) -> Result<(), ImageError> {

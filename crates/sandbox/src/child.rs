@@ -215,8 +215,12 @@ fn loopback_up() -> nix::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(plan: &Plan, go: RawFd, report: RawFd) -> isize {
+pub(crate) fn run(plan: &Plan, parent_ends: [RawFd; 2], go: RawFd, report: RawFd) -> isize {
     let none: Option<&CStr> = None;
+    for fd in parent_ends {
+        // SAFETY: closing this process's copy of a descriptor.
+        unsafe { libc::close(fd) };
+    }
     // Wait until the parent has put this process in its cgroup, then make
     // that cgroup the root of the new cgroup namespace.
     let mut byte = 0u8;
@@ -344,12 +348,31 @@ pub(crate) fn run(plan: &Plan, go: RawFd, report: RawFd) -> isize {
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
     }
-    let gid = nix::unistd::Gid::from_raw(plan.gid);
-    let uid = nix::unistd::Uid::from_raw(plan.uid);
-    step!(report, "setgroups", nix::unistd::setgroups(&[gid]));
-    step!(report, "setresgid", nix::unistd::setresgid(gid, gid, gid));
+    // Raw system calls, not libc's wrappers: those change the credentials of
+    // every thread libc knows of, and in this copy of a multi-threaded
+    // process it knows of threads that do not exist here, and waits for them.
+    let gid = plan.gid as libc::c_long;
+    let uid = plan.uid as libc::c_long;
+    let groups = [plan.gid as libc::gid_t];
+    // SAFETY: system calls with integer arguments and a valid one-element array.
+    step!(
+        report,
+        "setgroups",
+        errno_of(unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) } as libc::c_int)
+    );
+    // SAFETY: system call with integer arguments.
+    step!(
+        report,
+        "setresgid",
+        errno_of(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } as libc::c_int)
+    );
     // From root to another user: permitted and effective capabilities go.
-    step!(report, "setresuid", nix::unistd::setresuid(uid, uid, uid));
+    // SAFETY: system call with integer arguments.
+    step!(
+        report,
+        "setresuid",
+        errno_of(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } as libc::c_int)
+    );
     // SAFETY: prctl with integer arguments.
     step!(
         report,

@@ -100,6 +100,13 @@ impl Drop for Sandbox {
     }
 }
 
+fn pipe(what: &str) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| SandboxError::Sys {
+        context: format!("creating {what}"),
+        source,
+    })
+}
+
 fn cstring(what: &str, s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
     CString::new(s.as_ref()).map_err(|_| SandboxError::Spec(format!("{what} contains a NUL byte")))
 }
@@ -128,22 +135,10 @@ impl Sandbox {
             .map(|(name, limits)| Cgroup::create(name, limits))
             .transpose()?;
         // The child waits on this pipe until it has been put in its cgroup.
-        let (go_read, go_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
-                SandboxError::Sys {
-                    context: "creating the go pipe".into(),
-                    source,
-                }
-            })?;
+        let (go_read, go_write) = pipe("the go pipe")?;
         // The child reports a failed step through this pipe; a successful
         // exec closes it (close-on-exec) without a word.
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
-                SandboxError::Sys {
-                    context: "creating the start pipe".into(),
-                    source,
-                }
-            })?;
+        let (read_end, write_end) = pipe("the start pipe")?;
         let mut stack = vec![0u8; 1 << 20];
         let flags = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
@@ -152,11 +147,18 @@ impl Sandbox {
             | CloneFlags::CLONE_NEWIPC;
         let report = std::os::fd::AsRawFd::as_raw_fd(&write_end);
         let go = std::os::fd::AsRawFd::as_raw_fd(&go_read);
+        // The child's copies of the parent's ends, which it closes first: a
+        // child holding the go pipe's write end would wait forever if the
+        // parent died before sending the byte.
+        let parent_ends = [
+            std::os::fd::AsRawFd::as_raw_fd(&go_write),
+            std::os::fd::AsRawFd::as_raw_fd(&read_end),
+        ];
         // SAFETY: the child only runs `child::run`, which makes system calls
         // on data prepared above and then execs or exits.
         let pid = unsafe {
             nix::sched::clone(
-                Box::new(|| child::run(&plan, go, report)),
+                Box::new(|| child::run(&plan, parent_ends, go, report)),
                 &mut stack,
                 flags,
                 Some(Signal::SIGCHLD as i32),
