@@ -164,9 +164,14 @@ impl Sandbox {
                 Some(Signal::SIGCHLD as i32),
             )
         }
-        .map_err(|source| SandboxError::Sys {
-            context: "clone".into(),
-            source,
+        .map_err(|source| {
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            SandboxError::Sys {
+                context: "clone".into(),
+                source,
+            }
         })?;
         drop(write_end);
         drop(go_read);
