@@ -31,6 +31,7 @@ pub(crate) struct Plan {
     argv_ptrs: Vec<*const libc::c_char>,
     env: Vec<CString>,
     env_ptrs: Vec<*const libc::c_char>,
+    seccomp: seccompiler::BpfProgram,
 }
 
 impl Plan {
@@ -95,6 +96,7 @@ impl Plan {
             env_ptrs: Vec::new(),
             argv,
             env,
+            seccomp: crate::seccomp::program()?,
         };
         plan.argv_ptrs = plan.argv.iter().map(|a| a.as_ptr()).collect();
         plan.argv_ptrs.push(std::ptr::null());
@@ -397,6 +399,24 @@ pub(crate) fn run(plan: &Plan, parent_ends: [RawFd; 2], go: RawFd, report: RawFd
         report,
         "chdir to the working dir",
         nix::unistd::chdir(plan.cwd.as_c_str())
+    );
+    // Last, so that the steps above are not filtered.
+    let filter = libc::sock_fprog {
+        len: plan.seccomp.len() as libc::c_ushort,
+        filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel copies the program; `filter` points into the plan.
+    step!(
+        report,
+        "install the seccomp filter",
+        errno_of(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &filter as *const libc::sock_fprog,
+            )
+        } as libc::c_int)
     );
     // SAFETY: null-terminated arrays of pointers into C strings owned by the plan.
     unsafe {

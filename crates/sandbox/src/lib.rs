@@ -8,8 +8,9 @@
 //! upper layer above), `/proc`, `/dev` (a tmpfs with the usual devices bound
 //! in), `/dev/shm`, `/dev/pts` and a read-only `/sys`; pivots into it; brings
 //! loopback up (the only interface); sets the hostname; drops every
-//! capability from the bounding set, switches to the unprivileged user and
-//! sets `no_new_privs`; then runs the given program.
+//! capability from the bounding set, switches to the unprivileged user,
+//! sets `no_new_privs` and installs the system-call filter ([`seccomp`]);
+//! then runs the given program.
 //!
 //! All mounts live in the sandbox's mount namespace, so they vanish with its
 //! last process: killing PID 1 leaves nothing mounted on the host.
@@ -21,6 +22,7 @@
 
 mod cgroup;
 mod child;
+mod seccomp;
 
 pub use cgroup::{Cgroup, Limits};
 

@@ -58,6 +58,15 @@ fn await_true(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `keyctl`'s number on this architecture (one of the filtered calls).
+fn libc_keyctl() -> i64 {
+    if cfg!(target_arch = "aarch64") {
+        219
+    } else {
+        250
+    }
+}
+
 fn host_mounts() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo")
 }
@@ -74,7 +83,11 @@ fn a_sandbox_is_isolated_unprivileged_and_writes_to_its_own_layer() {
          tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,; echo; \
          test -e '{host_only}' && echo host-visible || echo host-hidden; \
          touch /etc/passwd 2>/dev/null && echo etc-writable || echo etc-readonly; \
-         }} > /home/computer/report"
+         grep ^Seccomp: /proc/self/status; \
+         python3 -c 'import ctypes; c = ctypes.CDLL(None, use_errno=True); \
+         print(c.syscall({keyctl}, 0, 0, 0, 0, 0), ctypes.get_errno())'; \
+         }} > /home/computer/report",
+        keyctl = libc_keyctl(),
     );
     let spec = spec(dir.path(), &script);
     let sandbox = Sandbox::spawn(&spec).expect("spawn");
@@ -96,6 +109,9 @@ fn a_sandbox_is_isolated_unprivileged_and_writes_to_its_own_layer() {
     assert_eq!(lines[7], "lo,", "interfaces: {report}");
     assert_eq!(lines[8], "host-hidden", "{report}");
     assert_eq!(lines[9], "etc-readonly", "{report}");
+    assert_eq!(lines[10], "Seccomp:\t2", "no seccomp filter: {report}");
+    // A denied call fails with EPERM (1) instead of reaching the kernel's keyrings.
+    assert_eq!(lines[11], "-1 1", "keyctl was not filtered: {report}");
     // Nothing of the sandbox stays mounted on the host.
     assert!(!host_mounts().contains(&spec.root.display().to_string()));
 }
