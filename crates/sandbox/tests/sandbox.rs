@@ -125,15 +125,8 @@ fn killing_a_sandbox_ends_all_its_processes() {
     );
     let sandbox = Sandbox::spawn(&spec).expect("spawn");
     let started = spec.upper.join("home/computer/started");
-    // The children exist once the marker is written (polled: no fixed sleep).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !started.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sandbox never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // The children exist once the marker is written.
+    await_true("the sandbox to start", 10, || started.exists());
     let children: Vec<u32> = std::fs::read_to_string(format!(
         "/proc/{}/task/{}/children",
         sandbox.pid(),
@@ -147,14 +140,9 @@ fn killing_a_sandbox_ends_all_its_processes() {
     assert_eq!(sandbox.kill().expect("kill"), 128 + 9);
     for pid in children {
         // Killed with PID 1; reaped by the kernel as the namespace dies.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "process {pid} survived"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        await_true(&format!("process {pid} to end"), 5, || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
     }
     assert!(!host_mounts().contains(&spec.root.display().to_string()));
 }

@@ -183,13 +183,7 @@ async fn expired_token_rejected(b: Backend) {
 async fn deleted_operator_tokens_revoked(b: Backend) {
     let app = TestApp::spawn(b).await;
     let token = app.operator("frank", "user").await;
-    let minted = mint(
-        &app,
-        json!({"principal": "frank", "principal_type": "Operator"}),
-    )
-    .await;
-    assert_eq!(minted.status, StatusCode::CREATED, "{:?}", minted.body);
-    let minted = minted.body["token"].as_str().unwrap().to_string();
+    let minted = mint_operator(&app, "frank").await;
     assert_eq!(status_of_auth(&app, &token).await, StatusCode::OK);
     assert_eq!(status_of_auth(&app, &minted).await, StatusCode::OK);
 
@@ -235,12 +229,7 @@ async fn deleted_operator_tokens_revoked(b: Backend) {
 async fn password_change_revokes_tokens(b: Backend) {
     let app = TestApp::spawn(b).await;
     let old = app.operator("gina", "user").await;
-    let minted = mint(
-        &app,
-        json!({"principal": "gina", "principal_type": "Operator"}),
-    )
-    .await;
-    let minted = minted.body["token"].as_str().unwrap().to_string();
+    let minted = mint_operator(&app, "gina").await;
 
     // The operator changes its own password.
     let r = app
@@ -381,6 +370,17 @@ async fn whoami_shape(b: Backend) {
 async fn mint(app: &TestApp, body: Value) -> Reply {
     app.post("/api/v0/auth/token", Some(&app.admin_token), body)
         .await
+}
+
+/// Mints an operator token for `name` (which must exist).
+async fn mint_operator(app: &TestApp, name: &str) -> String {
+    let r = mint(
+        app,
+        json!({"principal": name, "principal_type": "Operator"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body["token"].as_str().unwrap().to_string()
 }
 
 async fn mint_user(app: &TestApp, name: &str) -> String {
@@ -524,13 +524,8 @@ async fn minted_operator_token_needs_an_operator(b: Backend) {
     assert!(r.error().contains("ghost"), "{}", r.error());
 
     create_operator(&app, "lena", "lena-password", "user").await;
-    let r = mint(
-        &app,
-        json!({"principal": "lena", "principal_type": "Operator"}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let token = r.body["token"].as_str().unwrap();
+    let token = mint_operator(&app, "lena").await;
+    let token = token.as_str();
     let who = app.get("/api/v0/auth", Some(token)).await;
     assert_eq!(who.body["user"], "lena");
     assert_eq!(who.body["type"], "Operator");

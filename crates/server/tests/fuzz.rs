@@ -162,6 +162,12 @@ impl Harness {
         .await
     }
 
+    /// A GET as the admin.
+    async fn admin_get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, Some(&self.admin), None, vec![])
+            .await
+    }
+
     /// Sends `input` and checks the properties every answer must have.
     async fn check(&self, input: &Input) -> TestCaseResult {
         let uri = input.uri(self);
@@ -234,15 +240,7 @@ impl Harness {
 
     /// The call with `request_id` is in the audit log with its outcome.
     async fn audited(&self, what: &str, request_id: &str, status: StatusCode) -> TestCaseResult {
-        let log = self
-            .call(
-                Method::GET,
-                "/api/v0/audit?limit=3",
-                Some(&self.admin),
-                None,
-                vec![],
-            )
-            .await;
+        let log = self.admin_get("/api/v0/audit?limit=3").await;
         prop_assert_eq!(log.status, StatusCode::OK);
         let entries = log.json();
         let entry = entries
@@ -269,28 +267,14 @@ impl Harness {
         assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.json()["database"]["status"], "healthy");
         let s = self
-            .call(
-                Method::GET,
-                &format!("/api/v0/sessions/{}", self.session),
-                Some(&self.admin),
-                None,
-                vec![],
-            )
+            .admin_get(&format!("/api/v0/sessions/{}", self.session))
             .await;
         assert!(
             s.status == StatusCode::OK || s.status == StatusCode::NOT_FOUND,
             "{}",
             s.status
         );
-        let list = self
-            .call(
-                Method::GET,
-                "/api/v0/sessions",
-                Some(&self.admin),
-                None,
-                vec![],
-            )
-            .await;
+        let list = self.admin_get("/api/v0/sessions").await;
         assert_eq!(list.status, StatusCode::OK);
         assert!(list.json().is_array());
         let login = self
