@@ -22,6 +22,11 @@ pub struct Limits {
 
 const CPU_PERIOD_US: u64 = 100_000;
 
+/// CFS quota per period for `millicores` (at least 1 ms, the kernel's minimum).
+fn cpu_quota_us(millicores: u64) -> u64 {
+    (millicores * CPU_PERIOD_US / 1000).max(1000)
+}
+
 #[derive(Debug)]
 enum Layout {
     /// One directory in the unified hierarchy.
@@ -151,7 +156,7 @@ impl Cgroup {
                     write(&dir.join("pids.max"), &p.to_string())?;
                 }
                 if let Some(c) = limits.cpu_millicores {
-                    let quota = (c * CPU_PERIOD_US / 1000).max(1000);
+                    let quota = cpu_quota_us(c);
                     write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
                 }
             }
@@ -170,32 +175,34 @@ impl Cgroup {
                     write(&pids.join("pids.max"), &p.to_string())?;
                 }
                 if let Some(c) = limits.cpu_millicores {
-                    let quota = (c * CPU_PERIOD_US / 1000).max(1000);
                     write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &cpu_quota_us(c).to_string())?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Moves process `pid` (and its future children) into the group(s).
-    pub fn add(&self, pid: u32) -> Result<(), SandboxError> {
-        let pid = pid.to_string();
+    /// Every directory of the group: one on v2, one per controller on v1.
+    fn dirs(&self) -> Vec<&PathBuf> {
         match &self.layout {
-            Layout::V2(dir) => write(&dir.join("cgroup.procs"), &pid),
+            Layout::V2(dir) => vec![dir],
             Layout::V1 {
                 memory,
                 pids,
                 cpu,
                 freezer,
-            } => {
-                for dir in [memory, pids, cpu, freezer] {
-                    write(&dir.join("cgroup.procs"), &pid)?;
-                }
-                Ok(())
-            }
+            } => vec![memory, pids, cpu, freezer],
         }
+    }
+
+    /// Moves process `pid` (and its future children) into the group(s).
+    pub fn add(&self, pid: u32) -> Result<(), SandboxError> {
+        let pid = pid.to_string();
+        for dir in self.dirs() {
+            write(&dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
     }
 
     /// Processes in the group.
@@ -268,16 +275,7 @@ impl Cgroup {
 
     /// Removes the group(s); they must be empty (the sandbox has ended).
     pub fn remove(&self) -> Result<(), SandboxError> {
-        let dirs: Vec<&PathBuf> = match &self.layout {
-            Layout::V2(dir) => vec![dir],
-            Layout::V1 {
-                memory,
-                pids,
-                cpu,
-                freezer,
-            } => vec![memory, pids, cpu, freezer],
-        };
-        for dir in dirs {
+        for dir in self.dirs() {
             match std::fs::remove_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -27,6 +27,7 @@ mod seccomp;
 pub use cgroup::{Cgroup, Limits};
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -147,15 +148,12 @@ impl Sandbox {
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
-        let report = std::os::fd::AsRawFd::as_raw_fd(&write_end);
-        let go = std::os::fd::AsRawFd::as_raw_fd(&go_read);
+        let report = write_end.as_raw_fd();
+        let go = go_read.as_raw_fd();
         // The child's copies of the parent's ends, which it closes first: a
         // child holding the go pipe's write end would wait forever if the
         // parent died before sending the byte.
-        let parent_ends = [
-            std::os::fd::AsRawFd::as_raw_fd(&go_write),
-            std::os::fd::AsRawFd::as_raw_fd(&read_end),
-        ];
+        let parent_ends = [go_write.as_raw_fd(), read_end.as_raw_fd()];
         // SAFETY: the child only runs `child::run`, which makes system calls
         // on data prepared above and then execs or exits.
         let pid = unsafe {

@@ -180,6 +180,15 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// False only when the connection is known to have no open transaction
+    /// (SQLite reports it; over sqlx it is not known).
+    pub(crate) fn may_be_in_transaction(&self) -> bool {
+        match self {
+            Conn::Sqlite(conn) => !conn.is_autocommit(),
+            Conn::Sqlx(_) => true,
+        }
+    }
+
     /// Runs a statement without parameters or results (transaction control).
     pub(crate) async fn run(&mut self, sql: &str) -> Result<()> {
         match self {

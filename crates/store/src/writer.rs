@@ -238,9 +238,10 @@ async fn commit_batch(opener: &Opener, conn: &mut Option<Conn>, mut jobs: Vec<Bo
     };
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = jobs.len(), "write batch failed");
-        // Leave no transaction open; a connection that cannot even roll back is replaced.
+        // Leave no transaction open (SQLite may have rolled it back itself);
+        // a connection that cannot even roll back is replaced.
         if let Some(c) = conn {
-            if c.run("ROLLBACK").await.is_err() {
+            if c.may_be_in_transaction() && c.run("ROLLBACK").await.is_err() {
                 *conn = None;
             }
         }

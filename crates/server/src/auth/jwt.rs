@@ -78,23 +78,23 @@ impl JwtKeys {
             .read()
             .ok()
             .and_then(|m| m.get(token).cloned());
-        if let Some(claims) = known {
-            // The same rule as the decoder's: expired once `exp` is in the past.
-            if claims.exp < now {
-                return Err(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into());
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+                if let Ok(mut m) = self.verified.write() {
+                    if m.len() >= VERIFIED_CAPACITY {
+                        m.clear();
+                    }
+                    m.insert(token.to_string(), claims.clone());
+                }
+                claims
             }
-            return Ok(claims);
-        }
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        };
+        // The decoder's rule, applied on every use: expired once `exp` is in the past.
         if claims.exp < now {
             return Err(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into());
-        }
-        if let Ok(mut m) = self.verified.write() {
-            if m.len() >= VERIFIED_CAPACITY {
-                m.clear();
-            }
-            m.insert(token.to_string(), claims.clone());
         }
         Ok(claims)
     }
