@@ -24,6 +24,12 @@ enum Command {
     /// Manage the computer image
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Supervise a computer from inside it (started by the runtime)
+    Host {
+        /// The run directory bound into the computer
+        #[arg(long, default_value = raworc_host::proto::RUN_DIR)]
+        run_dir: std::path::PathBuf,
+    },
     #[command(flatten)]
     Client(raworc_cli::ClientCommand),
 }
@@ -39,6 +45,19 @@ fn init_tracing() {
 
 fn main() {
     let cli = Cli::parse();
+    // The host forks (as PID 1 of its computer) before any thread starts,
+    // so it builds its own runtime.
+    let cli = match cli.command {
+        Command::Host { run_dir } => {
+            init_tracing();
+            if let Err(e) = raworc_host::run(run_dir) {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,6 +79,8 @@ fn main() {
                 .map_err(anyhow::Error::from)
                 .and_then(|r| r),
             Command::Client(cmd) => raworc_cli::run(cmd).await,
+            // Handled above, before the runtime started.
+            Command::Host { .. } => Ok(()),
         }
     });
     if let Err(e) = result {

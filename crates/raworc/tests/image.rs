@@ -5,16 +5,9 @@
 //! `/var/cache/raworc-test/images`), kept between runs: the first run on a
 //! machine downloads and builds the image (a few minutes), later runs find it.
 
+use raworc_testkit::computer::images_dir;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::process::Command;
-
-fn images_dir() -> PathBuf {
-    std::env::var_os("RAWORC_TEST_IMAGES_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/raworc-test/images"))
-}
 
 /// Runs `raworc image build`; its stdout.
 fn build(dir: &std::path::Path) -> String {

@@ -217,9 +217,21 @@ impl Cgroup {
             .collect())
     }
 
-    /// Stops every process of the group where it is, until [`Cgroup::thaw`].
+    /// Stops every process of the group where it is, until [`Cgroup::thaw`];
+    /// returns once all of them are frozen.
     pub fn freeze(&self) -> Result<(), SandboxError> {
-        self.set_frozen(true)
+        self.set_frozen(true)?;
+        // The kernel freezes asynchronously (FREEZING, then FROZEN).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.is_frozen()? {
+            if std::time::Instant::now() >= deadline {
+                return Err(SandboxError::Cgroup(
+                    "the group did not freeze within 10 s".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     pub fn thaw(&self) -> Result<(), SandboxError> {

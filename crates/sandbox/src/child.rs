@@ -7,10 +7,57 @@ use std::os::fd::RawFd;
 
 use nix::mount::{mount, MsFlags};
 
-use crate::{cpath, cstring, SandboxError, SandboxSpec};
+use std::path::{Component, Path};
+
+use crate::{cpath, cstring, Bind, SandboxError, SandboxSpec};
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// One bind, resolved: directories to create (outermost first), the target
+/// (a directory or an empty file, like its source), and the flags.
+struct BindPlan {
+    parents: Vec<CString>,
+    source: CString,
+    target: CString,
+    target_is_dir: bool,
+    readonly: bool,
+}
+
+impl BindPlan {
+    fn new(root: &Path, bind: &Bind) -> Result<BindPlan, SandboxError> {
+        let inside = Path::new(&bind.target);
+        let relative = inside
+            .strip_prefix("/run")
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .filter(|r| r.components().all(|c| matches!(c, Component::Normal(_))))
+            .ok_or_else(|| {
+                SandboxError::Spec(format!(
+                    "bind target {} is not a plain path below /run",
+                    bind.target
+                ))
+            })?;
+        let meta = std::fs::metadata(&bind.source).map_err(|source| SandboxError::Io {
+            context: format!("bind source {}", bind.source.display()),
+            source,
+        })?;
+        let mut parents = Vec::new();
+        let mut dir = root.join("run");
+        let components: Vec<_> = relative.components().collect();
+        for c in &components[..components.len() - 1] {
+            dir.push(c);
+            parents.push(cpath("bind target", &dir)?);
+        }
+        Ok(BindPlan {
+            parents,
+            source: cpath("bind source", &bind.source)?,
+            target: cpath("bind target", &root.join("run").join(relative))?,
+            target_is_dir: meta.is_dir(),
+            readonly: bind.readonly,
+        })
+    }
+}
 
 pub(crate) struct Plan {
     root: CString,
@@ -22,6 +69,8 @@ pub(crate) struct Plan {
     dev_pts: CString,
     dev_ptmx: CString,
     devices: Vec<(CString, CString)>,
+    run: CString,
+    binds: Vec<BindPlan>,
     hostname: String,
     uid: u32,
     gid: u32,
@@ -87,6 +136,12 @@ impl Plan {
             dev_ptmx: cpath("root", &root.join("dev/ptmx"))?,
             root: cpath("root", &root)?,
             devices,
+            run: cpath("root", &root.join("run"))?,
+            binds: spec
+                .binds
+                .iter()
+                .map(|b| BindPlan::new(&root, b))
+                .collect::<Result<_, _>>()?,
             hostname: spec.hostname.clone(),
             uid: spec.uid,
             gid: spec.gid,
@@ -217,11 +272,27 @@ fn loopback_up() -> nix::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(plan: &Plan, parent_ends: [RawFd; 2], go: RawFd, report: RawFd) -> isize {
+pub(crate) fn run(
+    plan: &Plan,
+    parent_ends: [RawFd; 2],
+    go: RawFd,
+    report: RawFd,
+    stdio: Option<(RawFd, RawFd)>,
+) -> isize {
     let none: Option<&CStr> = None;
     for fd in parent_ends {
         // SAFETY: closing this process's copy of a descriptor.
         unsafe { libc::close(fd) };
+    }
+    if let Some((null, log)) = stdio {
+        for (from, to) in [(null, 0), (log, 1), (log, 2)] {
+            // SAFETY: duplicating descriptors the parent opened for this child.
+            step!(
+                report,
+                "redirect stdio",
+                errno_of(unsafe { libc::dup2(from, to) })
+            );
+        }
     }
     // Wait until the parent has put this process in its cgroup, then make
     // that cgroup the root of the new cgroup namespace.
@@ -326,6 +397,43 @@ pub(crate) fn run(plan: &Plan, parent_ends: [RawFd; 2], go: RawFd, report: RawFd
         "link /dev/ptmx",
         errno_of(unsafe { libc::symlink(c"pts/ptmx".as_ptr(), plan.dev_ptmx.as_ptr()) })
     );
+    step!(report, "create /run", mkdir(&plan.run, 0o755));
+    step!(
+        report,
+        "mount /run",
+        mount_at(
+            c"tmpfs",
+            &plan.run,
+            Some(c"tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(c"mode=755,size=65536k")
+        )
+    );
+    for bind in &plan.binds {
+        for dir in &bind.parents {
+            step!(report, "create a bind's parent", mkdir(dir, 0o755));
+        }
+        if bind.target_is_dir {
+            step!(report, "create a bind target", mkdir(&bind.target, 0o755));
+        } else {
+            step!(report, "create a bind target", touch(&bind.target));
+        }
+        step!(
+            report,
+            "bind into /run",
+            mount_at(&bind.source, &bind.target, none, MsFlags::MS_BIND, none)
+        );
+        let mut flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if bind.readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        step!(
+            report,
+            "restrict a bind",
+            mount_at(c"none", &bind.target, none, flags, none)
+        );
+    }
     // Enter the new root; the old one is detached and gone from view.
     step!(
         report,

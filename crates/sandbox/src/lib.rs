@@ -80,6 +80,21 @@ pub struct SandboxSpec {
     pub cwd: String,
     /// Name of the sandbox's cgroup (`raworc/<name>`) and its limits.
     pub cgroup: Option<(String, Limits)>,
+    /// Host files and directories bound into the sandbox, under `/run`
+    /// (a fresh tmpfs per start, so binds leave no trace on the disk).
+    pub binds: Vec<Bind>,
+    /// File (on the host) that receives the program's stdout and stderr,
+    /// appended to; stdin is `/dev/null`. `None` keeps the caller's.
+    pub log: Option<PathBuf>,
+}
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox, below `/run/`.
+    pub target: String,
+    pub readonly: bool,
 }
 
 /// A running sandbox: PID 1 of its namespaces, seen from the host.
@@ -132,6 +147,31 @@ impl Sandbox {
             })?;
         }
         let plan = child::Plan::new(spec)?;
+        let log = spec
+            .log
+            .as_ref()
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| SandboxError::Io {
+                        context: format!("opening the log {}", path.display()),
+                        source,
+                    })
+            })
+            .transpose()?;
+        let stdio = match &log {
+            Some(file) => {
+                let null = std::fs::File::open("/dev/null").map_err(|source| SandboxError::Io {
+                    context: "opening /dev/null".into(),
+                    source,
+                })?;
+                Some((null, file.as_raw_fd()))
+            }
+            None => None,
+        };
+        let stdio_fds = stdio.as_ref().map(|(null, log)| (null.as_raw_fd(), *log));
         let cgroup = spec
             .cgroup
             .as_ref()
@@ -158,7 +198,7 @@ impl Sandbox {
         // on data prepared above and then execs or exits.
         let pid = unsafe {
             nix::sched::clone(
-                Box::new(|| child::run(&plan, parent_ends, go, report)),
+                Box::new(|| child::run(&plan, parent_ends, go, report, stdio_fds)),
                 &mut stack,
                 flags,
                 Some(Signal::SIGCHLD as i32),
@@ -252,9 +292,9 @@ impl Sandbox {
         }
     }
 
-    /// Kills every process of the sandbox (killing PID 1 of a pid namespace
-    /// kills them all) and reaps PID 1.
-    pub fn kill(&self) -> Result<i32, SandboxError> {
+    /// Sends SIGKILL to PID 1 (which takes every process of the sandbox with
+    /// it), thawing a frozen sandbox first. Whoever waits on it reaps it.
+    pub fn terminate(&self) -> Result<(), SandboxError> {
         if self.reaped.load(std::sync::atomic::Ordering::Acquire) {
             return Err(SandboxError::Ended);
         }
@@ -263,14 +303,17 @@ impl Sandbox {
             cg.thaw()?;
         }
         match nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
-            Ok(()) | Err(nix::Error::ESRCH) => {}
-            Err(source) => {
-                return Err(SandboxError::Sys {
-                    context: "killing the sandbox".into(),
-                    source,
-                })
-            }
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(source) => Err(SandboxError::Sys {
+                context: "killing the sandbox".into(),
+                source,
+            }),
         }
+    }
+
+    /// Kills every process of the sandbox and reaps PID 1.
+    pub fn kill(&self) -> Result<i32, SandboxError> {
+        self.terminate()?;
         self.wait()
     }
 }

@@ -2,23 +2,10 @@
 //! into `RAWORC_TEST_IMAGES_DIR`, default `/var/cache/raworc-test/images`).
 //! Needs root, like the `local` runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use raworc_image::{BuildOptions, Images, Recipe};
-use raworc_sandbox::{Cgroup, Limits, Sandbox, SandboxSpec};
-
-fn image_rootfs() -> PathBuf {
-    let dir = std::env::var_os("RAWORC_TEST_IMAGES_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/raworc-test/images"));
-    let (image, _) = Images::new(dir)
-        .ensure(&Recipe::builtin(), &BuildOptions::default(), &mut |p| {
-            eprintln!("{p:?}")
-        })
-        .expect("the computer image (needs root)");
-    image.rootfs()
-}
+use raworc_sandbox::{Bind, Cgroup, Limits, Sandbox, SandboxSpec};
+use raworc_testkit::computer::image_rootfs;
 
 fn spec(dir: &Path, script: &str) -> SandboxSpec {
     SandboxSpec {
@@ -33,6 +20,8 @@ fn spec(dir: &Path, script: &str) -> SandboxSpec {
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
         cwd: "/home/computer".into(),
         cgroup: None,
+        binds: Vec::new(),
+        log: None,
     }
 }
 
@@ -114,6 +103,51 @@ fn a_sandbox_is_isolated_unprivileged_and_writes_to_its_own_layer() {
     assert_eq!(lines[11], "-1 1", "keyctl was not filtered: {report}");
     // Nothing of the sandbox stays mounted on the host.
     assert!(!host_mounts().contains(&spec.root.display().to_string()));
+}
+
+#[test]
+fn binds_appear_below_run_with_their_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("tool");
+    std::fs::write(&tool, "read-only tool\n").unwrap();
+    // Owned by the computer's user: only the read-only bind stops a write.
+    std::os::unix::fs::chown(&tool, Some(1000), Some(1000)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(1000), Some(1000)).unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "cat /run/raworc/bin/tool > /run/raworc/io/copy; \
+         { echo more >> /run/raworc/bin/tool; } 2>/dev/null && echo tool-writable >> /run/raworc/io/copy; \
+         stat -c %a /run >> /run/raworc/io/copy; echo to-the-log; echo err-too >&2",
+    );
+    spec.log = Some(dir.path().join("log"));
+    spec.binds = vec![
+        Bind {
+            source: tool.clone(),
+            target: "/run/raworc/bin/tool".into(),
+            readonly: true,
+        },
+        Bind {
+            source: shared.clone(),
+            target: "/run/raworc/io".into(),
+            readonly: false,
+        },
+    ];
+    let sandbox = Sandbox::spawn(&spec).expect("spawn");
+    assert_eq!(sandbox.wait().expect("wait"), 0);
+    let copy = std::fs::read_to_string(shared.join("copy")).expect("written through the bind");
+    assert_eq!(copy, "read-only tool\n755\n");
+    let log = std::fs::read_to_string(dir.path().join("log")).expect("the log");
+    assert_eq!(log, "to-the-log\nerr-too\n");
+    assert_eq!(std::fs::read_to_string(&tool).unwrap(), "read-only tool\n");
+    // /run is a tmpfs of the sandbox: nothing of it reached the session's disk.
+    assert!(!spec.upper.join("run/raworc").exists());
+
+    // Targets outside /run are refused before anything starts.
+    spec.binds[0].target = "/etc/tool".into();
+    let err = Sandbox::spawn(&spec).expect_err("a bind outside /run");
+    assert!(err.to_string().contains("below /run"), "{err}");
 }
 
 #[test]

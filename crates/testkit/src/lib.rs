@@ -6,6 +6,8 @@
 //! `RAWORC_TEST_MYSQL_URL`. A listed database that cannot be reached fails
 //! the test rather than skipping it.
 
+pub mod computer;
+
 use std::net::SocketAddr;
 
 use raworc_server::{Running, ServerConfig};

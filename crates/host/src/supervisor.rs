@@ -1,0 +1,169 @@
+//! The supervisor's life: read the start configuration, serve the socket,
+//! bring the desktop up, and stop it gracefully when asked.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpStream, UnixListener};
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::computer::Computer;
+use crate::desktop::{self, Desktop, DISPLAY, VNC_PORT};
+use crate::exec::Environment;
+use crate::proto::{HostConfig, Ready, CONFIG, SOCKET, VNC_SOCKET};
+use crate::screen::Screen;
+use crate::server::{self, HostState, Readiness};
+
+/// Runs the supervisor with its files in `run_dir` (the bound run
+/// directory). Starts its own async runtime: call it from a plain `main`.
+pub fn run(run_dir: PathBuf) -> anyhow::Result<()> {
+    crate::init::split_off_reaper().context("forking the reaper")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(supervise(run_dir))
+}
+
+fn read_config(run_dir: &Path) -> anyhow::Result<HostConfig> {
+    let path = run_dir.join(CONFIG);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    // The file carries the secrets: gone once read.
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn listen(run_dir: &Path, name: &str) -> anyhow::Result<UnixListener> {
+    let path = run_dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("protecting {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
+    let config = read_config(&run_dir)?;
+    let env = Environment::base(DISPLAY).with(config.secrets.clone());
+    let listener = listen(&run_dir, SOCKET)?;
+    let vnc = listen(&run_dir, VNC_SOCKET)?;
+    tokio::spawn(relay_vnc(vnc));
+
+    let (ready_tx, ready_rx) = watch::channel::<Readiness>(None);
+    let shutdown = Arc::new(Notify::new());
+    let state = Arc::new(HostState {
+        env: env.clone(),
+        ready: ready_rx,
+        computer: OnceLock::new(),
+        shutdown: shutdown.clone(),
+    });
+    let desktop: Arc<Mutex<Option<Desktop>>> = Arc::default();
+
+    let bring_up = {
+        let state = state.clone();
+        let desktop = desktop.clone();
+        tokio::spawn(async move {
+            let outcome = bring_up(&config, &env, &state, &desktop).await;
+            if let Err(reason) = &outcome {
+                tracing::error!(%reason, "the computer did not come up");
+            }
+            let _ = ready_tx.send(Some(outcome));
+        })
+    };
+
+    let app = server::router(state.clone());
+    let stop = shutdown.clone();
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.notified().await;
+    });
+    let display_died = async {
+        // Without its display the computer is of no use: end it.
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut guard = desktop.lock().await;
+            if let Some(d) = guard.as_mut() {
+                if let Ok(Some(status)) = d.display.try_wait() {
+                    return status;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        served = serving => served.context("serving the host socket")?,
+        status = display_died => anyhow::bail!("the display exited ({status})"),
+    }
+    bring_up.abort();
+    if let Some(mut d) = desktop.lock().await.take() {
+        d.stop().await;
+    }
+    Ok(())
+}
+
+/// Everything before the computer counts as running.
+async fn bring_up(
+    config: &HostConfig,
+    env: &Environment,
+    state: &HostState,
+    desktop: &Mutex<Option<Desktop>>,
+) -> Result<Ready, String> {
+    desktop::write_session_files(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut started = Desktop::start_display(env, config.display)
+        .await
+        .map_err(|e| e.to_string())?;
+    let screen = Screen::connect(DISPLAY).map_err(|e| e.to_string())?;
+    let size = screen.size();
+    let _ = state.computer.set(Computer::new(screen));
+    let apps = started.start_apps(env, config.display);
+    *desktop.lock().await = Some(started);
+    apps.map_err(|e| e.to_string())?;
+
+    let setup = async {
+        match &config.setup {
+            Some(_) => desktop::run_setup(env, Duration::from_secs(config.setup_timeout_s))
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (setup, window) = tokio::join!(setup, desktop::await_browser_window());
+    let setup = setup.map_err(|e| e.to_string())?;
+    window.map_err(|e| e.to_string())?;
+    if let Some(result) = &setup {
+        if result.exit_code != 0 {
+            return Err(format!(
+                "setup.sh exited with {}: {}",
+                result.exit_code,
+                result.output_tail.trim_end()
+            ));
+        }
+    }
+    Ok(Ready {
+        display: size,
+        setup,
+    })
+}
+
+/// Each connection to the VNC socket is relayed to the VNC server, which
+/// listens on loopback inside the computer.
+async fn relay_vnc(listener: UnixListener) {
+    loop {
+        let Ok((mut outside, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            match TcpStream::connect(("127.0.0.1", VNC_PORT)).await {
+                Ok(mut inside) => {
+                    let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "the VNC server is not reachable"),
+            }
+        });
+    }
+}

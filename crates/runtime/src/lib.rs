@@ -1,0 +1,96 @@
+//! Runtimes: where computers run. The operator drives every computer
+//! through [`Runtime`]; `local` ([`local::LocalRuntime`]) runs each one as
+//! a sandbox of Linux namespaces on this machine. Container and cluster
+//! runtimes implement the same trait.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use raworc_host::client::HostClient;
+pub use raworc_host::proto::{DisplaySize, Ready};
+pub use raworc_sandbox::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid computer id {0:?}")]
+    BadId(String),
+    #[error("computer {0} is not running")]
+    NotRunning(String),
+    #[error("computer {0} is already running")]
+    AlreadyRunning(String),
+    #[error("computer {0} has no disk")]
+    NoDisk(String),
+    /// The computer did not come up; the reason is meant for people.
+    #[error("{0}")]
+    Start(String),
+    #[error(transparent)]
+    Sandbox(#[from] raworc_sandbox::SandboxError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let context = context.into();
+    move |source| RuntimeError::Io { context, source }
+}
+
+/// What a computer starts with.
+#[derive(Debug, Clone, Default)]
+pub struct ComputerSpec {
+    /// The session's id: names the disk, the cgroup and the host name.
+    pub id: String,
+    pub display: DisplaySize,
+    pub setup: Option<String>,
+    pub instructions: Option<String>,
+    pub secrets: BTreeMap<String, String>,
+    /// `None` takes the runtime's defaults.
+    pub limits: Option<Limits>,
+}
+
+/// Where a computer stands, as its runtime sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputerState {
+    Running,
+    Paused,
+    /// Not running; its disk is kept.
+    Stopped,
+    /// No disk (never started, or removed).
+    Absent,
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// Starts a computer from its kept disk (a new one the first time) and
+    /// returns once it is up: desktop ready, setup done.
+    async fn start(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError>;
+    /// Stops a computer: the browser closes gracefully, every process ends,
+    /// the disk stays.
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Freezes every process of the computer.
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stops the computer if it runs and removes its disk.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError>;
+    /// The tool-call channel to a running computer.
+    fn host(&self, id: &str) -> Result<HostClient, RuntimeError>;
+}
+
+/// Ids name directories and cgroups: letters, digits, `-` and `_`.
+pub fn check_id(id: &str) -> Result<(), RuntimeError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadId(id.to_owned()))
+    }
+}

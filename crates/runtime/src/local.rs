@@ -1,0 +1,393 @@
+//! The `local` runtime: each computer is a [`Sandbox`] on this machine,
+//! running `raworc host` as its PID 1.
+//!
+//! On disk, per computer (`<computers>/<id>/`):
+//! - `upper/`, `work/` — the persistent overlay layer (the computer's disk) and overlayfs' scratch;
+//! - `root/` — where the overlay is mounted, inside the sandbox's mount namespace only;
+//! - `run/` — bound at `/run/raworc` inside: the start configuration, the host's
+//!   socket and the VNC socket (uid 1000, 0700: no other computer sees it);
+//! - `host.log` — the host's output.
+//!
+//! The raworc binary itself is bound read-only at `/run/bin/raworc`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raworc_host::client::HostClient;
+use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, SOCKET, VNC_SOCKET};
+use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
+use tokio::sync::watch;
+
+use crate::{check_id, io, ComputerSpec, ComputerState, Ready, Runtime, RuntimeError};
+
+/// The computer's user (made by the image recipe).
+const USER: u32 = 1000;
+const HOST_BINARY_INSIDE: &str = "/run/bin/raworc";
+/// Time to come up on top of the setup script's own limit.
+const START_GRACE: Duration = Duration::from_secs(60);
+/// Time the browser and the rest get to stop before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How much of the host's log a start error quotes.
+const LOG_TAIL: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Where computers' disks live (`<data-dir>/computers`).
+    pub computers_dir: PathBuf,
+    /// The image's rootfs (read-only lower layer).
+    pub image: PathBuf,
+    /// The raworc binary, bound into each computer to run `raworc host`.
+    pub host_binary: PathBuf,
+    /// Limits of computers whose spec sets none.
+    pub limits: Limits,
+}
+
+impl LocalConfig {
+    /// Default limits: room for many idle desktops on a small machine,
+    /// enough for a busy browser.
+    pub fn default_limits() -> Limits {
+        Limits {
+            memory_bytes: Some(2 << 30),
+            pids: Some(2048),
+            cpu_millicores: Some(1000),
+        }
+    }
+}
+
+/// A started computer: its sandbox and news of its end.
+struct Running {
+    sandbox: Arc<Sandbox>,
+    exited: watch::Receiver<Option<i32>>,
+}
+
+pub struct LocalRuntime {
+    config: LocalConfig,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl LocalRuntime {
+    pub fn new(config: LocalConfig) -> LocalRuntime {
+        LocalRuntime {
+            config,
+            running: Mutex::default(),
+        }
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.config.computers_dir.join(id)
+    }
+
+    fn running(&self, id: &str) -> Option<(Arc<Sandbox>, watch::Receiver<Option<i32>>)> {
+        let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .map(|r| (r.sandbox.clone(), r.exited.clone()))
+            .filter(|(_, exited)| exited.borrow().is_none())
+    }
+
+    fn forget(&self, id: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Ids of the computers this runtime started that still run.
+    pub fn running_ids(&self) -> Vec<String> {
+        let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, r)| r.exited.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Memory the computer uses now (its cgroup's count).
+    pub fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError> {
+        let (sandbox, _) = self
+            .running(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        match sandbox.cgroup() {
+            Some(cg) => Ok(cg.memory_bytes()?),
+            None => Ok(0),
+        }
+    }
+
+    /// Stops every running computer (for a clean shutdown and for tests).
+    pub async fn stop_all(&self) {
+        for id in self.running_ids() {
+            if let Err(e) = self.stop(&id).await {
+                tracing::warn!(computer = %id, error = %e, "stopping a computer failed");
+            }
+        }
+    }
+
+    /// Prepares the disk and run directory, and writes the start configuration.
+    fn prepare(&self, spec: &ComputerSpec) -> Result<PathBuf, RuntimeError> {
+        let dir = self.dir(&spec.id);
+        for sub in ["upper", "work", "root"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+        }
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+        chown_user(&run)?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("protecting the run directory"))?;
+        for stale in [SOCKET, VNC_SOCKET] {
+            let _ = std::fs::remove_file(run.join(stale));
+        }
+        let config = HostConfig {
+            display: spec.display,
+            setup: spec.setup.clone(),
+            instructions: spec.instructions.clone(),
+            secrets: spec.secrets.clone(),
+            ..HostConfig::default()
+        };
+        let path = run.join(CONFIG);
+        let bytes = serde_json::to_vec(&config).map_err(|e| RuntimeError::Start(e.to_string()))?;
+        write_private(&path, &bytes)?;
+        chown_user(&path)?;
+        Ok(dir)
+    }
+
+    fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> SandboxSpec {
+        let limits = spec
+            .limits
+            .clone()
+            .unwrap_or_else(|| self.config.limits.clone());
+        SandboxSpec {
+            image: self.config.image.clone(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            root: dir.join("root"),
+            hostname: spec.id.chars().take(63).collect(),
+            uid: USER,
+            gid: USER,
+            argv: vec![
+                HOST_BINARY_INSIDE.into(),
+                "host".into(),
+                "--run-dir".into(),
+                RUN_DIR.into(),
+            ],
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("RUST_LOG".into(), "info".into()),
+            ],
+            cwd: "/".into(),
+            cgroup: Some((format!("computer-{}", spec.id), limits)),
+            binds: vec![
+                Bind {
+                    source: self.config.host_binary.clone(),
+                    target: HOST_BINARY_INSIDE.into(),
+                    readonly: true,
+                },
+                Bind {
+                    source: dir.join("run"),
+                    target: RUN_DIR.into(),
+                    readonly: false,
+                },
+            ],
+            log: Some(dir.join("host.log")),
+        }
+    }
+
+    /// Ends a computer that failed to come up, and says why.
+    async fn abandon(&self, id: &str, reason: String) -> RuntimeError {
+        if let Some((sandbox, mut exited)) = self.running(id) {
+            let _ = sandbox.terminate();
+            let _ = exited.wait_for(|e| e.is_some()).await;
+        }
+        self.forget(id);
+        RuntimeError::Start(reason)
+    }
+}
+
+fn chown_user(path: &Path) -> Result<(), RuntimeError> {
+    std::os::unix::fs::chown(path, Some(USER), Some(USER)).map_err(io(format!(
+        "handing {} to the computer's user",
+        path.display()
+    )))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    file.write_all(bytes)
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+/// The end of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(LOG_TAIL);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Start(format!("a worker thread failed: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl Runtime for LocalRuntime {
+    async fn start(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError> {
+        check_id(&spec.id)?;
+        if self.running(&spec.id).is_some() {
+            return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
+        }
+        let dir = self.prepare(spec)?;
+        let sandbox_spec = self.sandbox_spec(spec, &dir);
+        let sandbox = Arc::new(blocking(move || Ok(Sandbox::spawn(&sandbox_spec)?)).await?);
+        let (tx, exited) = watch::channel(None);
+        {
+            let sandbox = sandbox.clone();
+            let id = spec.id.clone();
+            std::thread::Builder::new()
+                .name(format!("reap-{}", spec.id))
+                .spawn(move || {
+                    let code = sandbox.wait().unwrap_or_else(|e| {
+                        tracing::warn!(computer = %id, error = %e, "waiting for a computer failed");
+                        -1
+                    });
+                    let _ = tx.send(Some(code));
+                })
+                .map_err(io("starting the reaper thread"))?;
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                spec.id.clone(),
+                Running {
+                    sandbox,
+                    exited: exited.clone(),
+                },
+            );
+
+        let client = HostClient::new(&dir.join("run"));
+        let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;
+        let mut ended = exited.clone();
+        let outcome = tokio::select! {
+            ready = client.ready(timeout) => ready.map_err(|e| e.to_string()),
+            _ = ended.wait_for(|e| e.is_some()) => Err(String::new()),
+        };
+        let reason = match outcome {
+            Ok(ready) => return Ok(ready),
+            Err(reason) => reason,
+        };
+        // When the computer itself ended, its log says more than the socket.
+        let code = tokio::time::timeout(Duration::from_secs(1), ended.wait_for(|e| e.is_some()))
+            .await
+            .ok()
+            .and_then(|c| c.ok().and_then(|c| *c));
+        let reason = match code {
+            Some(code) => format!(
+                "the computer ended while starting (exit {code}): {}",
+                log_tail(&dir.join("host.log"))
+            ),
+            None => reason,
+        };
+        Err(self.abandon(&spec.id, reason).await)
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        let Some((sandbox, mut exited)) = self.running(id) else {
+            self.forget(id);
+            return Ok(());
+        };
+        // A frozen computer cannot close its browser.
+        if let Some(cg) = sandbox.cgroup() {
+            cg.thaw()?;
+        }
+        let client = HostClient::new(&self.dir(id).join("run"));
+        if let Err(e) = client.shutdown().await {
+            tracing::warn!(computer = %id, error = %e, "graceful stop refused; killing");
+        }
+        if tokio::time::timeout(STOP_GRACE, exited.wait_for(|e| e.is_some()))
+            .await
+            .is_err()
+        {
+            tracing::warn!(computer = %id, "did not stop in time; killing");
+            let _ = sandbox.terminate();
+            let _ = exited.wait_for(|e| e.is_some()).await;
+        }
+        self.forget(id);
+        Ok(())
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let (sandbox, _) = self
+            .running(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        if let Some(cg) = sandbox.cgroup() {
+            cg.freeze()?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let (sandbox, _) = self
+            .running(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        if let Some(cg) = sandbox.cgroup() {
+            cg.thaw()?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        if let Some((sandbox, mut exited)) = self.running(id) {
+            let _ = sandbox.terminate();
+            let _ = exited.wait_for(|e| e.is_some()).await;
+        }
+        self.forget(id);
+        let dir = self.dir(id);
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("removing {}", dir.display()))(e)),
+        })
+        .await
+    }
+
+    async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError> {
+        check_id(id)?;
+        if let Some((sandbox, _)) = self.running(id) {
+            let frozen = match sandbox.cgroup() {
+                Some(cg) => cg.is_frozen()?,
+                None => false,
+            };
+            return Ok(if frozen {
+                ComputerState::Paused
+            } else {
+                ComputerState::Running
+            });
+        }
+        Ok(if self.dir(id).join("upper").is_dir() {
+            ComputerState::Stopped
+        } else {
+            ComputerState::Absent
+        })
+    }
+
+    fn host(&self, id: &str) -> Result<HostClient, RuntimeError> {
+        check_id(id)?;
+        self.running(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        Ok(HostClient::new(&self.dir(id).join("run")))
+    }
+}
