@@ -10,6 +10,7 @@ backend_tests!(
     remix_copies_config,
     messages_paging_and_clear,
     message_to_closed_session_restores_it,
+    operator_reports_only_win_from_the_state_they_saw,
 );
 
 async fn session_crud(b: Backend) {
@@ -316,5 +317,73 @@ async fn message_to_closed_session_restores_it(b: Backend) {
     assert_eq!(r.status, StatusCode::CREATED);
     let s = app.get(&format!("/api/v0/sessions/{id}"), Some(&t)).await;
     assert_eq!(s.body["state"], "starting");
+    app.stop().await;
+}
+
+/// The operator's store calls: its work list by state, and reports that
+/// apply only while the session is still in the state the operator saw.
+async fn operator_reports_only_win_from_the_state_they_saw(b: Backend) {
+    use raworc_api::SessionState::*;
+    let app = TestApp::spawn(b).await;
+    let t = app.admin_token.clone();
+    let first = app.session(&t, json!({})).await;
+    let second = app.session(&t, json!({})).await;
+    let store = &app.state().store;
+
+    let listed: Vec<String> = store
+        .sessions_in_states(&[Created])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![first.clone(), second.clone()], "oldest first");
+    assert!(store
+        .sessions_in_states(&[Running])
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(store
+        .observe_session(&first, Created, Starting, None)
+        .await
+        .unwrap());
+    // A stale report (the session is no longer `created`) changes nothing.
+    assert!(!store
+        .observe_session(&first, Created, Errored, Some("late".into()))
+        .await
+        .unwrap());
+    assert!(store
+        .observe_session(
+            &first,
+            Starting,
+            Errored,
+            Some("setup.sh exited with 3".into())
+        )
+        .await
+        .unwrap());
+    let r = app
+        .get(&format!("/api/v0/sessions/{first}"), Some(&t))
+        .await;
+    assert_eq!(r.body["state"], "errored");
+    assert_eq!(r.body["error"], "setup.sh exited with 3", "{:?}", r.body);
+    let in_work: Vec<String> = store
+        .sessions_in_states(&[Starting, Errored])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(in_work, vec![first.clone()]);
+    // Back to running clears the reason.
+    assert!(store
+        .observe_session(&first, Errored, Running, None)
+        .await
+        .unwrap());
+    let r = app
+        .get(&format!("/api/v0/sessions/{first}"), Some(&t))
+        .await;
+    assert_eq!(r.body["state"], "running");
+    assert!(r.body["error"].is_null(), "{:?}", r.body);
     app.stop().await;
 }

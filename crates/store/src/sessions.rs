@@ -341,6 +341,62 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Every session in one of `states`, oldest first: the operator's work list.
+    pub async fn sessions_in_states(&self, states: &[SessionState]) -> Result<Vec<SessionRow>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; states.len()].join(", ");
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE state IN ({marks}) ORDER BY created_at, id",
+            session_columns!()
+        );
+        let sql = self.dialect.sql(&sql).into_owned();
+        let mut query = db::query(&sql);
+        for s in states {
+            query = query.bind(s.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// The operator's report on a session's computer: moves it from `from`
+    /// to `to` with `error` as the reason (cleared when `None`), only if it
+    /// is still in `from`. False when the state changed meanwhile (the API
+    /// won the race; the operator looks again).
+    pub async fn observe_session(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let dialect = self.dialect;
+        let hook = self.invalidate_session(id.to_owned());
+        let id = id.to_owned();
+        self.writer
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        let changed = db::query(&dialect.sql(
+                            "UPDATE sessions SET state = ?, error = ?, updated_at = ? \
+                             WHERE id = ? AND state = ?",
+                        ))
+                        .bind(to.as_str())
+                        .bind(error)
+                        .bind(now_ms())
+                        .bind(&id)
+                        .bind(from.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                        Ok(changed == 1)
+                    })
+                },
+                hook,
+            )
+            .await
+    }
+
     /// Counts live sessions by state, for metrics.
     pub async fn count_sessions_by_state(&self) -> Result<Vec<(SessionState, i64)>> {
         let rows = db::query("SELECT state, COUNT(*) AS n FROM sessions GROUP BY state")
