@@ -171,6 +171,9 @@ impl Desktop {
                 "tcp",
                 "-dpi",
                 "96",
+                // Without it the server resets whenever its last client
+                // leaves, dropping connections made in that moment.
+                "-noreset",
             ],
         )?;
         await_display().await?;

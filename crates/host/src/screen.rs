@@ -118,13 +118,22 @@ impl Drop for SharedBuffer {
     }
 }
 
+/// Characters a US layout lacks that are bound to spare keycodes when the
+/// display starts, before any application reads the keyboard mapping: typing
+/// them needs no remapping (which applications notice only a moment later).
+const PRELOAD: &str =
+    "éèêëàâäáãåçñóòôöõúùûüíìîïýÿÉÈÊËÀÂÄÁÃÅÇÑÓÒÔÖÕÚÙÛÜÍÌÎÏÝ€£¥¢©®°±§¶µ×÷¿¡«»ßæøœÆØŒ·…–—‘’“”•™";
+/// Spare keycodes kept free for other characters, bound on demand.
+const DYNAMIC_SPARES: usize = 8;
+
 /// The keyboard mapping, to find the keycode (and shift level) of a keysym.
 struct Keymap {
     min_keycode: u8,
     per_keycode: usize,
     keysyms: Vec<u32>,
-    /// A keycode without symbols, bound on demand to keysyms the layout lacks.
-    scratch: Option<u8>,
+    /// Keycodes without symbols, bound on demand to keysyms the layout lacks.
+    dynamic: Vec<u8>,
+    next_dynamic: usize,
 }
 
 impl Keymap {
@@ -132,28 +141,57 @@ impl Keymap {
         let setup = conn.setup();
         let (min, max) = (setup.min_keycode, setup.max_keycode);
         let reply = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
-        let per_keycode = reply.keysyms_per_keycode as usize;
-        let scratch = reply
+        let per_keycode = (reply.keysyms_per_keycode as usize).max(1);
+        let mut spare: Vec<u8> = reply
             .keysyms
-            .chunks(per_keycode.max(1))
+            .chunks(per_keycode)
             .enumerate()
-            .rev()
-            .find(|(_, syms)| syms.iter().all(|s| *s == 0))
-            .map(|(i, _)| min + i as u8);
-        Ok(Keymap {
+            .filter(|(_, syms)| syms.iter().all(|s| *s == 0))
+            .map(|(i, _)| min + i as u8)
+            .collect();
+        let mut keymap = Keymap {
             min_keycode: min,
             per_keycode,
             keysyms: reply.keysyms,
-            scratch,
-        })
+            dynamic: Vec::new(),
+            next_dynamic: 0,
+        };
+        let preload = spare.len().saturating_sub(DYNAMIC_SPARES);
+        let mut free = spare.drain(..preload);
+        for c in PRELOAD.chars() {
+            let keysym = crate::keys::keysym_of_char(c);
+            if keymap.find(keysym).is_some() {
+                continue;
+            }
+            let Some(code) = free.next() else { break };
+            keymap.bind(conn, code, keysym)?;
+        }
+        let unused: Vec<u8> = free.collect();
+        keymap.dynamic = spare;
+        keymap.dynamic.extend(unused);
+        Ok(keymap)
+    }
+
+    /// Binds `keysym` to `code` on the server and here.
+    fn bind(&mut self, conn: &RustConnection, code: u8, keysym: u32) -> Result<(), ScreenError> {
+        let per = self.per_keycode;
+        let mut syms = vec![0u32; per];
+        syms[0] = keysym;
+        if per > 1 {
+            syms[1] = keysym;
+        }
+        conn.change_keyboard_mapping(1, code, per as u8, &syms)?
+            .check()?;
+        let at = (code - self.min_keycode) as usize * per;
+        self.keysyms[at..at + per].copy_from_slice(&syms);
+        Ok(())
     }
 
     /// The keycode for `keysym` and whether Shift selects it.
     fn find(&self, keysym: u32) -> Option<(u8, bool)> {
-        let per = self.per_keycode.max(1);
-        for level in 0..2.min(per) {
-            for (i, syms) in self.keysyms.chunks(per).enumerate() {
-                if syms[level] == keysym && Some(self.min_keycode + i as u8) != self.scratch {
+        for level in 0..2.min(self.per_keycode) {
+            for (i, syms) in self.keysyms.chunks(self.per_keycode).enumerate() {
+                if syms[level] == keysym {
                     return Some((self.min_keycode + i as u8, level == 1));
                 }
             }
@@ -171,8 +209,6 @@ pub struct Screen {
     size: DisplaySize,
     shm: Option<SharedBuffer>,
     keymap: Keymap,
-    /// The keysym currently bound to the scratch keycode.
-    scratch_bound: Option<u32>,
 }
 
 impl Screen {
@@ -215,7 +251,6 @@ impl Screen {
             size,
             shm,
             keymap,
-            scratch_bound: None,
         })
     }
 
@@ -326,31 +361,23 @@ impl Screen {
         Ok((reply.root_x, reply.root_y))
     }
 
-    /// The keycode that produces `keysym`, binding the scratch keycode to it
+    /// The keycode that produces `keysym`, binding a spare keycode to it
     /// when the layout has none; and whether Shift is needed.
     fn keycode(&mut self, keysym: u32) -> Result<Option<(u8, bool)>, ScreenError> {
         if let Some(found) = self.keymap.find(keysym) {
             return Ok(Some(found));
         }
-        let Some(scratch) = self.keymap.scratch else {
+        if self.keymap.dynamic.is_empty() {
             return Ok(None);
-        };
-        if self.scratch_bound != Some(keysym) {
-            let per = self.keymap.per_keycode.max(1);
-            let mut syms = vec![0u32; per];
-            syms[0] = keysym;
-            if per > 1 {
-                syms[1] = keysym;
-            }
-            self.conn
-                .change_keyboard_mapping(1, scratch, per as u8, &syms)?
-                .check()?;
-            self.scratch_bound = Some(keysym);
-            // Clients re-read the mapping when they see MappingNotify; give
-            // them a moment before the key arrives, as xdotool does.
-            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(Some((scratch, false)))
+        let slot = self.keymap.next_dynamic % self.keymap.dynamic.len();
+        self.keymap.next_dynamic = slot + 1;
+        let code = self.keymap.dynamic[slot];
+        self.keymap.bind(&self.conn, code, keysym)?;
+        // Clients re-read the mapping when they see MappingNotify; give
+        // them a moment before the key arrives, as xdotool does.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok(Some((code, false)))
     }
 
     /// Presses (or releases) one keysym; `None` if no keycode can produce it.

@@ -244,11 +244,19 @@ async fn a_computer_comes_up_and_serves_commands_files_screenshots_and_input() {
     )
     .await;
     assert_eq!(out.exit_code, 0, "{out:?}");
-    await_some("the terminal window", 30, || {
+    // Mapped (not merely created), then clicked until the window manager
+    // says it is the active window.
+    let window = await_some("the terminal window on screen", 30, || {
         let host = host.clone();
         async move {
-            let out = exec(&host, "xwininfo -root -tree | grep -c typing-target").await;
-            (out.stdout.trim() != "0").then_some(())
+            let out = exec(&host, "xwininfo -name typing-target 2>/dev/null").await;
+            let id = out
+                .stdout
+                .lines()
+                .find_map(|l| l.split("Window id: ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            id.filter(|_| out.stdout.contains("IsViewable"))
         }
     })
     .await;
@@ -256,6 +264,15 @@ async fn a_computer_comes_up_and_serves_commands_files_screenshots_and_input() {
         &host,
         json!({"action": "left_click", "coordinate": [120, 100]}),
     )
+    .await;
+    await_some("the terminal to have the focus", 15, || {
+        let host = host.clone();
+        let window = window.clone();
+        async move {
+            let out = exec(&host, "xprop -root _NET_ACTIVE_WINDOW").await;
+            out.stdout.trim_end().ends_with(&window).then_some(())
+        }
+    })
     .await;
     act(
         &host,
