@@ -353,9 +353,7 @@ impl Computer {
                 modifiers,
             } => {
                 self.with_screen(move |s| {
-                    if let Some((x, y)) = at {
-                        s.move_to(x, y)?;
-                    }
+                    move_if(s, at)?;
                     with_held(s, &modifiers, |s| s.click(button, times))
                 })
                 .await?;
@@ -367,9 +365,7 @@ impl Computer {
             Action::MouseDown(at) | Action::MouseUp(at) => {
                 let down = matches!(action, Action::MouseDown(_));
                 self.with_screen(move |s| {
-                    if let Some((x, y)) = at {
-                        s.move_to(x, y)?;
-                    }
+                    move_if(s, at)?;
                     s.button(Button::Left, down)
                 })
                 .await?;
@@ -401,9 +397,7 @@ impl Computer {
                 modifiers,
             } => {
                 self.with_screen(move |s| {
-                    if let Some((x, y)) = at {
-                        s.move_to(x, y)?;
-                    }
+                    move_if(s, at)?;
                     with_held(s, &modifiers, |s| s.click(button, amount))
                 })
                 .await?;
@@ -441,6 +435,14 @@ impl Computer {
             }
         };
         Ok(result)
+    }
+}
+
+/// Moves the pointer to `at`, when the action names a place.
+fn move_if(s: &Screen, at: Option<Point>) -> Result<(), ScreenError> {
+    match at {
+        Some((x, y)) => s.move_to(x, y),
+        None => Ok(()),
     }
 }
 

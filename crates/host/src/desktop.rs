@@ -321,25 +321,9 @@ pub async fn run_setup(env: &Environment, timeout: Duration) -> Result<SetupResu
         .process_group(0)
         .spawn()
         .map_err(io("starting setup.sh"))?;
-    let exit_code = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            let status = status.map_err(io("waiting for setup.sh"))?;
-            status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-        }
-        Err(_) => {
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.wait().await;
-            124
-        }
-    };
+    let (exit_code, _) = crate::exec::wait_bounded(&mut child, timeout)
+        .await
+        .map_err(io("waiting for setup.sh"))?;
     let output = tokio::fs::read(&log_path).await.unwrap_or_default();
     let start = output.len().saturating_sub(SETUP_TAIL);
     Ok(SetupResult {

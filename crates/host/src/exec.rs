@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::proto::ExecResult;
 
@@ -94,6 +94,36 @@ fn capture(
     (shared, task)
 }
 
+/// Waits for `child`, started in a process group of its own; out of time,
+/// the whole group (the command and everything it started) is killed.
+/// Returns the exit code (128 + signal when a signal ended it; 124 on
+/// timeout) and whether time ran out.
+pub async fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<(i32, bool)> {
+    let pgid = child.id();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let status = status?;
+            Ok((
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                false,
+            ))
+        }
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            child.wait().await?;
+            Ok((124, true))
+        }
+    }
+}
+
 /// Runs `command` with `bash -c` in `cwd`.
 pub async fn run(
     env: &Environment,
@@ -111,34 +141,13 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    let pgid = child.id().map(|p| p as i32);
     let (out, out_task) = capture(child.stdout.take());
     let (err, err_task) = capture(child.stderr.take());
-    let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => (status?, false),
-        Err(_) => {
-            // Out of time: the command and everything it started go.
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            (child.wait().await?, true)
-        }
-    };
+    let (exit_code, timed_out) = wait_bounded(&mut child, timeout).await?;
     // A job the command left running in the background may hold the pipes
     // open; it keeps running, but its output is not waited for.
     let (stdout, out_cut) = collect(out, out_task).await;
     let (stderr, err_cut) = collect(err, err_task).await;
-    let exit_code = if timed_out {
-        124
-    } else {
-        use std::os::unix::process::ExitStatusExt;
-        status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-    };
     Ok(ExecResult {
         exit_code,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

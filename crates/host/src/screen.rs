@@ -142,7 +142,7 @@ impl Keymap {
         let (min, max) = (setup.min_keycode, setup.max_keycode);
         let reply = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
         let per_keycode = (reply.keysyms_per_keycode as usize).max(1);
-        let mut spare: Vec<u8> = reply
+        let spare: Vec<u8> = reply
             .keysyms
             .chunks(per_keycode)
             .enumerate()
@@ -156,19 +156,20 @@ impl Keymap {
             dynamic: Vec::new(),
             next_dynamic: 0,
         };
-        let preload = spare.len().saturating_sub(DYNAMIC_SPARES);
-        let mut free = spare.drain(..preload);
+        let mut spare = spare.into_iter();
         for c in PRELOAD.chars() {
             let keysym = crate::keys::keysym_of_char(c);
             if keymap.find(keysym).is_some() {
                 continue;
             }
-            let Some(code) = free.next() else { break };
-            keymap.bind(conn, code, keysym)?;
+            if spare.len() <= DYNAMIC_SPARES {
+                break;
+            }
+            if let Some(code) = spare.next() {
+                keymap.bind(conn, code, keysym)?;
+            }
         }
-        let unused: Vec<u8> = free.collect();
-        keymap.dynamic = spare;
-        keymap.dynamic.extend(unused);
+        keymap.dynamic = spare.collect();
         Ok(keymap)
     }
 

@@ -98,26 +98,35 @@ async fn act(host: &HostClient, input: Value) -> raworc_host::proto::ComputerRes
 /// The region (around the screen's centre) the click test watches.
 const WATCH: (u32, u32, u32, u32) = (500, 380, 260, 220);
 
-/// A region of the screen once it has stopped changing.
-async fn settled_region(host: &HostClient) -> Vec<u8> {
-    let mut last = screenshot(host)
+/// The watched region of a fresh screenshot.
+async fn watched(host: &HostClient) -> Vec<u8> {
+    screenshot(host)
         .await
-        .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3);
-    await_some("the screen to settle", 30, || {
-        let host = host.clone();
-        let prev = last.clone();
-        async move {
-            let now = screenshot(&host)
-                .await
-                .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3);
-            (now == prev).then_some(now)
+        .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3)
+}
+
+/// The watched region once two screenshots in a row agree on it.
+async fn settled_region(host: &HostClient) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = watched(host).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = watched(host).await;
+        if now == last {
+            return now;
         }
+        assert!(Instant::now() < deadline, "timed out: the screen to settle");
+        last = now;
+    }
+}
+
+/// Waits until the watched region does (or does not) equal `reference`.
+async fn await_region(host: &HostClient, what: &str, reference: &[u8], equal: bool) {
+    await_some(what, 15, || {
+        let host = host.clone();
+        async move { ((watched(&host).await == reference) == equal).then_some(()) }
     })
     .await;
-    last = screenshot(host)
-        .await
-        .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3);
-    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,29 +221,9 @@ async fn a_computer_comes_up_and_serves_commands_files_screenshots_and_input() {
         json!({"action": "right_click", "coordinate": [WATCH.0 + 10, WATCH.1 + 10]}),
     )
     .await;
-    await_some("the context menu to show", 15, || {
-        let host = host.clone();
-        let before = before.clone();
-        async move {
-            let now = screenshot(&host)
-                .await
-                .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3);
-            (now != before).then_some(())
-        }
-    })
-    .await;
+    await_region(&host, "the context menu to show", &before, false).await;
     act(&host, json!({"action": "key", "text": "Escape"})).await;
-    await_some("the context menu to close", 15, || {
-        let host = host.clone();
-        let before = before.clone();
-        async move {
-            let now = screenshot(&host)
-                .await
-                .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3);
-            (now == before).then_some(())
-        }
-    })
-    .await;
+    await_region(&host, "the context menu to close", &before, true).await;
 
     // Typed text lands in the focused window.
     let out = exec(

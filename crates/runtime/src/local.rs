@@ -193,15 +193,25 @@ impl LocalRuntime {
         }
     }
 
-    /// Ends a computer that failed to come up, and says why.
-    async fn abandon(&self, id: &str, reason: String) -> RuntimeError {
-        if let Some((sandbox, mut exited)) = self.running(id) {
-            let _ = sandbox.terminate();
-            let _ = exited.wait_for(|e| e.is_some()).await;
+    /// Kills a computer (if it runs), waits until it is reaped, and forgets it.
+    async fn kill(&self, id: &str) {
+        if let Some((sandbox, exited)) = self.running(id) {
+            kill_and_reap(&sandbox, exited).await;
         }
         self.forget(id);
+    }
+
+    /// Ends a computer that failed to come up, and says why.
+    async fn abandon(&self, id: &str, reason: String) -> RuntimeError {
+        self.kill(id).await;
         RuntimeError::Start(reason)
     }
+}
+
+/// SIGKILLs the sandbox and waits until its reaper has seen it end.
+async fn kill_and_reap(sandbox: &Sandbox, mut exited: watch::Receiver<Option<i32>>) {
+    let _ = sandbox.terminate();
+    let _ = exited.wait_for(|e| e.is_some()).await;
 }
 
 fn chown_user(path: &Path) -> Result<(), RuntimeError> {
@@ -321,8 +331,7 @@ impl Runtime for LocalRuntime {
             .is_err()
         {
             tracing::warn!(computer = %id, "did not stop in time; killing");
-            let _ = sandbox.terminate();
-            let _ = exited.wait_for(|e| e.is_some()).await;
+            kill_and_reap(&sandbox, exited).await;
         }
         self.forget(id);
         Ok(())
@@ -350,11 +359,7 @@ impl Runtime for LocalRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         check_id(id)?;
-        if let Some((sandbox, mut exited)) = self.running(id) {
-            let _ = sandbox.terminate();
-            let _ = exited.wait_for(|e| e.is_some()).await;
-        }
-        self.forget(id);
+        self.kill(id).await;
         let dir = self.dir(id);
         blocking(move || match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
