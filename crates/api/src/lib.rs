@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod computer;
 pub mod error;
 pub mod message;
 pub mod operator;
@@ -13,6 +14,7 @@ pub mod system;
 
 pub use audit::*;
 pub use auth::*;
+pub use computer::*;
 pub use error::*;
 pub use message::*;
 pub use operator::*;

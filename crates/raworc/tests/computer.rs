@@ -10,6 +10,7 @@ use raworc_host::client::{HostClient, HostError};
 use raworc_host::proto::ExecRequest;
 use raworc_runtime::local::{LocalConfig, LocalRuntime};
 use raworc_runtime::{ComputerSpec, ComputerState, Runtime};
+use raworc_testkit::computer::{await_some, Image};
 use serde_json::{json, Value};
 
 fn runtime(dir: &Path) -> LocalRuntime {
@@ -25,54 +26,6 @@ fn spec(id: &str) -> ComputerSpec {
     ComputerSpec {
         id: format!("{id}-{}", std::process::id()),
         ..ComputerSpec::default()
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing after `secs`.
-async fn await_some<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-struct Image {
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-}
-
-impl Image {
-    fn decode(png_bytes: &[u8]) -> Image {
-        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-        let mut reader = decoder.read_info().expect("a PNG");
-        let mut buf = vec![0; reader.output_buffer_size().expect("buffer size")];
-        let info = reader.next_frame(&mut buf).expect("a frame");
-        assert_eq!(info.color_type, png::ColorType::Rgb);
-        buf.truncate(info.buffer_size());
-        Image {
-            width: info.width,
-            height: info.height,
-            rgb: buf,
-        }
-    }
-
-    /// The pixels of a rectangle, for comparisons.
-    fn region(&self, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        for row in y..y + h {
-            let start = ((row * self.width + x) * 3) as usize;
-            out.extend_from_slice(&self.rgb[start..start + (w * 3) as usize]);
-        }
-        out
     }
 }
 
@@ -319,7 +272,7 @@ async fn a_failing_setup_fails_the_start_with_its_output_and_leaves_nothing_runn
     assert!(msg.contains("setup.sh exited with 3"), "{msg}");
     assert!(msg.contains("about to fail"), "{msg}");
     assert_eq!(rt.state(&spec.id).await.unwrap(), ComputerState::Stopped);
-    assert!(rt.running_ids().is_empty());
+    assert!(rt.running().is_empty());
     assert!(rt.host(&spec.id).is_err());
     rt.remove(&spec.id).await.unwrap();
 }

@@ -79,6 +79,19 @@ pub trait Runtime: Send + Sync {
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError>;
     /// The tool-call channel to a running computer.
     fn host(&self, id: &str) -> Result<HostClient, RuntimeError>;
+    /// Ids of the computers that run now (paused ones included).
+    fn running(&self) -> Vec<String>;
+    /// Ids of every computer with a disk, running or not: what the operator
+    /// compares with the sessions to find leftovers.
+    async fn list(&self) -> Result<Vec<String>, RuntimeError>;
+    /// Stops every running computer (a clean shutdown of the control plane).
+    async fn stop_all(&self) {
+        for id in self.running() {
+            if let Err(e) = self.stop(&id).await {
+                tracing::warn!(computer = %id, error = %e, "stopping a computer failed");
+            }
+        }
+    }
 }
 
 /// Ids name directories and cgroups: letters, digits, `-` and `_`.

@@ -80,7 +80,8 @@ impl LocalRuntime {
         self.config.computers_dir.join(id)
     }
 
-    fn running(&self, id: &str) -> Option<(Arc<Sandbox>, watch::Receiver<Option<i32>>)> {
+    /// The running computer `id`: its sandbox and news of its end.
+    fn entry(&self, id: &str) -> Option<(Arc<Sandbox>, watch::Receiver<Option<i32>>)> {
         let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
         map.get(id)
             .map(|r| (r.sandbox.clone(), r.exited.clone()))
@@ -94,32 +95,14 @@ impl LocalRuntime {
             .remove(id);
     }
 
-    /// Ids of the computers this runtime started that still run.
-    pub fn running_ids(&self) -> Vec<String> {
-        let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .filter(|(_, r)| r.exited.borrow().is_none())
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
     /// Memory the computer uses now (its cgroup's count).
     pub fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError> {
         let (sandbox, _) = self
-            .running(id)
+            .entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         match sandbox.cgroup() {
             Some(cg) => Ok(cg.memory_bytes()?),
             None => Ok(0),
-        }
-    }
-
-    /// Stops every running computer (for a clean shutdown and for tests).
-    pub async fn stop_all(&self) {
-        for id in self.running_ids() {
-            if let Err(e) = self.stop(&id).await {
-                tracing::warn!(computer = %id, error = %e, "stopping a computer failed");
-            }
         }
     }
 
@@ -195,7 +178,7 @@ impl LocalRuntime {
 
     /// Kills a computer (if it runs), waits until it is reaped, and forgets it.
     async fn kill(&self, id: &str) {
-        if let Some((sandbox, exited)) = self.running(id) {
+        if let Some((sandbox, exited)) = self.entry(id) {
             kill_and_reap(&sandbox, exited).await;
         }
         self.forget(id);
@@ -254,7 +237,7 @@ async fn blocking<T: Send + 'static>(
 impl Runtime for LocalRuntime {
     async fn start(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError> {
         check_id(&spec.id)?;
-        if self.running(&spec.id).is_some() {
+        if self.entry(&spec.id).is_some() {
             return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
         }
         let dir = self.prepare(spec)?;
@@ -314,7 +297,7 @@ impl Runtime for LocalRuntime {
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         check_id(id)?;
-        let Some((sandbox, mut exited)) = self.running(id) else {
+        let Some((sandbox, mut exited)) = self.entry(id) else {
             self.forget(id);
             return Ok(());
         };
@@ -339,7 +322,7 @@ impl Runtime for LocalRuntime {
 
     async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
         let (sandbox, _) = self
-            .running(id)
+            .entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         if let Some(cg) = sandbox.cgroup() {
             cg.freeze()?;
@@ -349,7 +332,7 @@ impl Runtime for LocalRuntime {
 
     async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         let (sandbox, _) = self
-            .running(id)
+            .entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         if let Some(cg) = sandbox.cgroup() {
             cg.thaw()?;
@@ -371,7 +354,7 @@ impl Runtime for LocalRuntime {
 
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError> {
         check_id(id)?;
-        if let Some((sandbox, _)) = self.running(id) {
+        if let Some((sandbox, _)) = self.entry(id) {
             let frozen = match sandbox.cgroup() {
                 Some(cg) => cg.is_frozen()?,
                 None => false,
@@ -391,8 +374,39 @@ impl Runtime for LocalRuntime {
 
     fn host(&self, id: &str) -> Result<HostClient, RuntimeError> {
         check_id(id)?;
-        self.running(id)
+        self.entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         Ok(HostClient::new(&self.dir(id).join("run")))
+    }
+
+    fn running(&self) -> Vec<String> {
+        let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, r)| r.exited.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    async fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let dir = self.config.computers_dir.clone();
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io(format!("listing {}", dir.display()))(e)),
+            };
+            let mut ids = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
+                if let Some(id) = entry.file_name().to_str() {
+                    if check_id(id).is_ok() && entry.path().is_dir() {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await
     }
 }

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::error_response;
-use crate::routes::{audit, auth, messages, operators, sessions, system};
+use crate::routes::{audit, auth, computer, messages, operators, sessions, system};
 use crate::state::AppState;
 use crate::{audit as audit_log, metrics, request_id};
 
@@ -23,7 +23,9 @@ use crate::{audit as audit_log, metrics, request_id};
 #[openapi(
     info(title = "Raworc API", description = "Remote Agentic Work Orchestrator: sessions with dedicated computers."),
     modifiers(&BearerAuth),
-    tags((name = "sessions"), (name = "messages"), (name = "operators"), (name = "auth"), (name = "audit"), (name = "system"))
+    // Wildcard paths are routed by hand (below), so they are listed here.
+    paths(computer::read_file, computer::write_file),
+    tags((name = "sessions"), (name = "computer"), (name = "messages"), (name = "operators"), (name = "auth"), (name = "audit"), (name = "system"))
 )]
 struct ApiDoc;
 
@@ -63,6 +65,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::close))
         .routes(routes!(sessions::restore))
         .routes(routes!(sessions::remix))
+        .routes(routes!(computer::screenshot))
+        .routes(routes!(computer::computer))
+        .routes(routes!(computer::exec))
         .routes(routes!(messages::list, messages::post, messages::clear))
         .routes(routes!(messages::count))
         .routes(routes!(audit::list))
@@ -76,6 +81,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     Router::new()
         .merge(api)
+        .route(
+            "/api/v0/sessions/{id}/files/{*path}",
+            get(computer::read_file).put(computer::write_file),
+        )
         .route("/health", get(system::health))
         .route("/health/", get(system::health))
         .route("/health/detailed", get(system::health_detailed))

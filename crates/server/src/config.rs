@@ -45,6 +45,28 @@ pub struct ServerConfig {
     /// Login attempts allowed per client address per minute.
     #[arg(long, env = "RAWORC_LOGIN_LIMIT_PER_ADDR", default_value_t = 60)]
     pub login_limit_per_addr: u32,
+    /// Where computers run: `local` (namespaces on this machine; needs root)
+    /// or `none` (sessions are kept but get no computer).
+    #[arg(long, env = "RAWORC_RUNTIME", value_enum, default_value_t = RuntimeKind::Local)]
+    pub runtime: RuntimeKind,
+    /// Where computer images live [default: <data-dir>/images].
+    #[arg(long, env = "RAWORC_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// Computers that may run at once; creating more answers 429.
+    #[arg(long, env = "RAWORC_MAX_SESSIONS", default_value_t = 64)]
+    pub max_sessions: usize,
+    /// The raworc binary bound into computers [default: this one].
+    #[arg(long, env = "RAWORC_HOST_BINARY", hide = true)]
+    pub host_binary: Option<PathBuf>,
+}
+
+/// Where computers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// A sandbox of Linux namespaces per computer, on this machine.
+    Local,
+    /// No computers: the API and store only.
+    None,
 }
 
 impl ServerConfig {
@@ -60,7 +82,17 @@ impl ServerConfig {
             secret_key: None,
             login_limit_per_name: 10,
             login_limit_per_addr: 60,
+            runtime: RuntimeKind::Local,
+            images_dir: None,
+            max_sessions: 64,
+            host_binary: None,
         }
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("images"))
     }
 
     pub fn data_dir(&self) -> PathBuf {

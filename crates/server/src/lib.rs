@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 mod bootstrap;
+pub mod computers;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod validate;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -41,7 +43,7 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting data dir {}", data_dir.display()))?;
     let keys = JwtKeys::load_or_create(&data_dir)?;
-    let secrets = SecretBox::load(&data_dir, config.secret_key.as_deref())?;
+    let secrets = Arc::new(SecretBox::load(&data_dir, config.secret_key.as_deref())?);
     let url = config.database_url();
     let store = Store::connect(&url, StoreOptions::default())
         .await
@@ -58,11 +60,17 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
         auth::password::hash_blocking(&uuid::Uuid::new_v4().to_string())
     })
     .await??;
+    let runtime = computers::runtime(&config).await?;
+    let operator = runtime
+        .clone()
+        .map(|rt| computers::operator(&store, rt, secrets.clone(), &config));
     let minute = Duration::from_secs(60);
     Ok(AppState::new(state::Inner {
         store,
         keys,
         secrets,
+        runtime,
+        operator,
         metrics: Metrics::new(),
         operators: OperatorCache::new(Duration::from_secs(5)),
         login_by_name: RateLimiter::new(config.login_limit_per_name, minute),
@@ -82,10 +90,18 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, flushes the store.
+    /// Stops accepting, lets in-flight requests finish, stops the operator
+    /// and every computer (their disks stay; the next start brings running
+    /// sessions back), flushes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await??;
+        if let Some(operator) = &self.state.operator {
+            operator.stop().await;
+        }
+        if let Some(runtime) = &self.state.runtime {
+            runtime.stop_all().await;
+        }
         self.state.store.close().await;
         Ok(())
     }

@@ -4,6 +4,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raworc_operator::Operator;
+use raworc_runtime::Runtime;
 use raworc_store::Store;
 
 use crate::auth::jwt::JwtKeys;
@@ -20,7 +22,11 @@ pub struct Inner {
     pub store: Store,
     pub config: ServerConfig,
     pub keys: JwtKeys,
-    pub secrets: SecretBox,
+    pub secrets: Arc<SecretBox>,
+    /// Where computers run; `None` with `--runtime none`.
+    pub runtime: Option<Arc<dyn Runtime>>,
+    /// Drives sessions' computers; present with a runtime.
+    pub operator: Option<Operator>,
     pub metrics: Metrics,
     pub operators: OperatorCache,
     pub login_by_name: RateLimiter,
@@ -34,6 +40,13 @@ pub struct Inner {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// Tells the operator that session `id` changed.
+    pub fn wake(&self, id: &str) {
+        if let Some(operator) = &self.operator {
+            operator.wake(id);
+        }
     }
 
     pub fn token_ttl(&self) -> Duration {

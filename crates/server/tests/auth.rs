@@ -832,6 +832,7 @@ fn public_config(dir: &Path, admin_password: Option<&str>) -> ServerConfig {
     let mut c = ServerConfig::new("0.0.0.0:0".parse().unwrap(), dir.join("data"));
     c.database_url = Some(format!("sqlite://{}", dir.join("raworc.db").display()));
     c.admin_password = admin_password.map(str::to_string);
+    c.runtime = raworc_server::config::RuntimeKind::None;
     c
 }
 

@@ -59,6 +59,7 @@ impl Harness {
             ServerConfig::new("127.0.0.1:0".parse().unwrap(), db.dir.path().join("data"));
         config.database_url = Some(db.url.clone());
         config.admin_password = Some(ADMIN_PASSWORD.into());
+        config.runtime = raworc_server::config::RuntimeKind::None;
         let state = rt
             .block_on(raworc_server::build_state(config))
             .unwrap_or_else(|e| panic!("state on {}: {e:#}", backend.name()));

@@ -366,6 +366,7 @@ async fn the_key_file_survives_a_restart(b: Backend) {
 
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.clone());
     config.database_url = Some(db.url.clone());
+    config.runtime = raworc_server::config::RuntimeKind::None;
     let again = raworc_server::spawn(config).await.expect("restart");
     assert_eq!(std::fs::read(&key_file).unwrap(), key, "the same key file");
     let sealed = again.state.store.session_secrets(&id).await.unwrap();
@@ -427,6 +428,7 @@ async fn a_configured_key_is_used(b: Backend) {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+        config.runtime = raworc_server::config::RuntimeKind::None;
         config.database_url = Some(format!(
             "sqlite://{}",
             dir.path().join("raworc.db").display()

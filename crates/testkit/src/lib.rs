@@ -161,6 +161,15 @@ impl TestApp {
         Self::start(backend, db, |_| {}).await
     }
 
+    /// [`TestApp::respawn`] with a configuration adjusted by `tweak`.
+    pub async fn respawn_with(
+        backend: Backend,
+        db: TestDb,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestApp {
+        Self::start(backend, db, tweak).await
+    }
+
     async fn start(backend: Backend, db: TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
         init_logging();
         let data_dir = db.dir.path().join("data");
@@ -170,6 +179,8 @@ impl TestApp {
         );
         config.database_url = Some(db.url.clone());
         config.admin_password = Some("admin-password".into());
+        // Computers only where a test asks for them (they need root and the image).
+        config.runtime = raworc_server::config::RuntimeKind::None;
         tweak(&mut config);
         let running = raworc_server::spawn(config)
             .await

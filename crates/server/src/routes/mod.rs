@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod computer;
 pub mod messages;
 pub mod operators;
 pub mod sessions;

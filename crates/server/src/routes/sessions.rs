@@ -30,6 +30,40 @@ pub(crate) async fn visible_session(
     }
 }
 
+/// Sessions that hold, or are about to hold, a running computer.
+const OCCUPYING: [SessionState; 4] = [
+    SessionState::Created,
+    SessionState::Starting,
+    SessionState::Running,
+    SessionState::Paused,
+];
+
+/// 429 when starting one more computer would pass `--max-sessions`.
+async fn ensure_capacity(state: &AppState) -> ApiResult<()> {
+    if state.runtime.is_none() {
+        return Ok(());
+    }
+    let max = state.config.max_sessions;
+    let occupied: i64 = state
+        .store
+        .count_sessions_by_state()
+        .await?
+        .into_iter()
+        .filter(|(s, _)| OCCUPYING.contains(s))
+        .map(|(_, n)| n)
+        .sum();
+    if occupied >= max as i64 {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this server runs at most {max} computers and all are taken; \
+                 close or delete a session first"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Sessions visible to the caller, newest first.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])),
     params(SessionFilter), responses((status = 200, body = [Session]), (status = 401, body = ErrorBody)))]
@@ -75,6 +109,7 @@ pub async fn create(
         validate::content("prompt", p)?;
     }
     let metadata = validate::metadata(&body.metadata)?;
+    ensure_capacity(&state).await?;
     let secrets = body.secrets.unwrap_or_default();
     validate::secrets(&secrets)?;
     let mut sealed = Vec::with_capacity(secrets.len());
@@ -100,6 +135,7 @@ pub async fn create(
             state.store.create_session(new, rec)
         })
         .await?;
+    state.wake(&row.id);
     Ok((StatusCode::CREATED, Json(session_json(row))))
 }
 
@@ -157,11 +193,15 @@ async fn transition(
     change: SessionTransition,
 ) -> ApiResult<Json<Session>> {
     visible_session(state, principal, &id).await?;
+    if change == SessionTransition::Restore {
+        ensure_capacity(state).await?;
+    }
     let row = audit
         .write(StatusCode::OK, |rec| {
             state.store.transition_session(id, change, rec)
         })
         .await?;
+    state.wake(&row.id);
     Ok(Json(session_json(row)))
 }
 
@@ -246,6 +286,7 @@ pub async fn remix(
     if let Some(p) = &body.prompt {
         validate::content("prompt", p)?;
     }
+    ensure_capacity(&state).await?;
     let mut metadata = parent.metadata.clone();
     if let Some(obj) = metadata.as_object_mut() {
         obj.insert(
@@ -267,5 +308,6 @@ pub async fn remix(
             state.store.remix_session(remix, rec)
         })
         .await?;
+    state.wake(&row.id);
     Ok((StatusCode::CREATED, Json(session_json(row))))
 }

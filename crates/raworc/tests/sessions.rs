@@ -1,0 +1,507 @@
+//! Sessions with real computers, driven through the HTTP API only: the
+//! operator brings computers up and down as sessions move through their
+//! lifecycle, and the direct computer API acts on them. Needs root.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use raworc_testkit::computer::{await_some, Image};
+use raworc_testkit::{Backend, Reply, StatusCode, TestApp};
+use serde_json::{json, Value};
+
+const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC))
+    })
+    .await
+}
+
+/// Waits for session `id` to reach `state`; fails at once if it errors instead.
+async fn await_state(app: &TestApp, token: &str, id: &str, state: &str) -> Value {
+    await_some(&format!("session {id} to be {state}"), 120, || async {
+        let r = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        if state != "errored" {
+            assert_ne!(r.body["state"], "errored", "{:?}", r.body);
+        }
+        (r.body["state"] == state).then_some(r.body)
+    })
+    .await
+}
+
+async fn exec(app: &TestApp, token: &str, id: &str, command: &str) -> Reply {
+    app.post(
+        &format!("/api/v0/sessions/{id}/exec"),
+        Some(token),
+        json!({ "command": command, "timeout_s": 30 }),
+    )
+    .await
+}
+
+/// Runs `command` and returns its stdout; fails unless it exits 0.
+async fn run(app: &TestApp, token: &str, id: &str, command: &str) -> String {
+    let r = exec(app, token, id, command).await;
+    assert_eq!(r.status, StatusCode::OK, "{command}: {:?}", r.body);
+    assert_eq!(r.body["exit_code"], 0, "{command}: {:?}", r.body);
+    r.body["stdout"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, input: Value) -> Value {
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/computer"),
+            Some(token),
+            input.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{input}: {:?}", r.body);
+    r.body
+}
+
+async fn screenshot(app: &TestApp, token: &str, id: &str) -> Image {
+    let r = app
+        .client
+        .get(format!("{}/api/v0/sessions/{id}/screenshot", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("screenshot request");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    Image::decode(&r.bytes().await.expect("screenshot body"))
+}
+
+/// The region (around the screen's centre) the click test watches.
+const WATCH: (u32, u32, u32, u32) = (500, 380, 260, 220);
+
+async fn watched(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
+    screenshot(app, token, id)
+        .await
+        .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3)
+}
+
+/// The watched region once two screenshots in a row agree on it.
+async fn settled(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = watched(app, token, id).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let now = watched(app, token, id).await;
+        if now == last {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: the screen to settle"
+        );
+        last = now;
+    }
+}
+
+fn computer_dir(app: &TestApp, id: &str) -> PathBuf {
+    app.data_dir.join("computers").join(id)
+}
+
+/// Whether any cgroup of computer `id` is left on this machine.
+fn cgroup_left(id: &str) -> bool {
+    !computer_cgroup_dirs(id).is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lives_its_whole_life_on_a_real_computer() {
+    let app = app().await;
+    let token = app.operator("dev", "operator").await;
+    let other = app.operator("eve", "operator").await;
+    let id = app
+        .session(
+            &token,
+            json!({
+                "name": "life",
+                "instructions": "Be brief.",
+                "setup": "echo ran >> /session/data/setup-runs\n",
+                "secrets": {"API_KEY": "k-123"}
+            }),
+        )
+        .await;
+    let s = await_state(&app, &token, &id, "running").await;
+    assert!(s["error"].is_null(), "{s:?}");
+
+    // Commands: the computer's user, in /session, with secrets and setup done.
+    let out = run(
+        &app,
+        &token,
+        &id,
+        "id -u; pwd; echo \"$API_KEY\"; cat /session/code/instructions.md; cat /session/data/setup-runs",
+    )
+    .await;
+    assert_eq!(out, "1000\n/session\nk-123\nBe brief.\nran\n");
+    let failed = exec(&app, &token, &id, "echo out; echo err >&2; exit 7").await;
+    assert_eq!(failed.status, StatusCode::OK);
+    assert_eq!(
+        (
+            &failed.body["exit_code"],
+            &failed.body["stdout"],
+            &failed.body["stderr"]
+        ),
+        (&json!(7), &json!("out\n"), &json!("err\n"))
+    );
+
+    // Files, both ways.
+    let path = format!("/api/v0/sessions/{id}/files/session/data/notes/a b.txt");
+    let put = app
+        .client
+        .put(format!("{}{path}", app.base))
+        .bearer_auth(&token)
+        .body("kept ✓")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap(), "kept ✓".as_bytes());
+    let missing = app
+        .get(
+            &format!("/api/v0/sessions/{id}/files/nope/missing"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{:?}", missing.body);
+
+    // Someone else's session does not exist for them.
+    for r in [
+        app.get(&format!("/api/v0/sessions/{id}/screenshot"), Some(&other))
+            .await,
+        exec(&app, &other, &id, "true").await,
+    ] {
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    }
+
+    // Screenshots are PNGs at the display's size; a click changes the screen.
+    let shot = screenshot(&app, &token, &id).await;
+    assert_eq!((shot.width, shot.height), (1024, 768));
+    let before = settled(&app, &token, &id).await;
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "right_click", "coordinate": [WATCH.0 + 10, WATCH.1 + 10]}),
+    )
+    .await;
+    await_some("the context menu to show", 15, || async {
+        (watched(&app, &token, &id).await != before).then_some(())
+    })
+    .await;
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "key", "text": "Escape"}),
+    )
+    .await;
+    let shot = act(&app, &token, &id, json!({"action": "screenshot"})).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["image"].as_str().expect("an image"))
+        .unwrap();
+    assert_eq!(Image::decode(&png).width, 1024);
+
+    // Typed text lands in the focused window.
+    run(
+        &app,
+        &token,
+        &id,
+        "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
+    )
+    .await;
+    await_some("the terminal window on screen", 30, || async {
+        let out = run(
+            &app,
+            &token,
+            &id,
+            "xwininfo -name typing-target 2>/dev/null || true",
+        )
+        .await;
+        out.contains("IsViewable").then_some(())
+    })
+    .await;
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "left_click", "coordinate": [120, 100]}),
+    )
+    .await;
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "type", "text": "typed via the API\n"}),
+    )
+    .await;
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "key", "text": "ctrl+d"}),
+    )
+    .await;
+    let typed = await_some("the typed text", 15, || async {
+        let out = run(
+            &app,
+            &token,
+            &id,
+            "cat /tmp/typed 2>/dev/null; pgrep -x xterm || echo closed",
+        )
+        .await;
+        out.ends_with("closed\n").then_some(out)
+    })
+    .await;
+    assert_eq!(typed, "typed via the API\nclosed\n");
+
+    // Bad input: the right status and a reason, nothing done.
+    for (input, status) in [
+        (
+            json!({"action": "left_click", "coordinate": [1024, 10]}),
+            400,
+        ),
+        (json!({"action": "fly"}), 422),
+        (json!(["screenshot"]), 422),
+    ] {
+        let r = app
+            .post(
+                &format!("/api/v0/sessions/{id}/computer"),
+                Some(&token),
+                input.clone(),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), status, "{input}: {:?}", r.body);
+        assert!(!r.error().is_empty());
+    }
+    for body in [
+        json!({"command": ""}),
+        json!({"command": "true", "timeout_s": 0}),
+        json!({"command": "true", "timeout_s": 100000}),
+        json!({"command": "true", "nope": 1}),
+        json!({"timeout_s": 5}),
+    ] {
+        let r = app
+            .post(
+                &format!("/api/v0/sessions/{id}/exec"),
+                Some(&token),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
+    }
+
+    // Pause freezes every process; the computer API says why it refuses.
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{id}/state"),
+            Some(&token),
+            json!({"state": "paused"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = exec(&app, &token, &id, "true").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().contains("paused"), "{}", r.error());
+    let frozen = await_some("the computer to freeze", 15, || async {
+        let state = find_file(&computer_cgroup_dirs(&id), "freezer.state")
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default());
+        let frozen = match state {
+            Some(s) => s.trim() == "FROZEN",
+            None => find_file(&computer_cgroup_dirs(&id), "cgroup.events")
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .unwrap_or_default()
+                        .contains("frozen 1")
+                })
+                .unwrap_or(false),
+        };
+        frozen.then_some(true)
+    })
+    .await;
+    assert!(frozen);
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{id}/state"),
+            Some(&token),
+            json!({"state": "running"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_some("the computer to answer again", 15, || async {
+        let r = exec(&app, &token, &id, "echo awake").await;
+        (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
+    })
+    .await;
+
+    // Close stops every process and keeps the disk.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_state(&app, &token, &id, "closed").await;
+    assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
+    assert!(!cgroup_left(&id), "a closed computer keeps its cgroup");
+    let r = exec(&app, &token, &id, "true").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().contains("closed"), "{}", r.error());
+    assert!(computer_dir(&app, &id).join("upper").is_dir());
+
+    // Restore starts it again from the kept disk; setup runs again.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_state(&app, &token, &id, "running").await;
+    let out = run(
+        &app,
+        &token,
+        &id,
+        "cat '/session/data/notes/a b.txt'; echo; cat /session/data/setup-runs",
+    )
+    .await;
+    assert_eq!(out, "kept ✓\nran\nran\n");
+
+    // Delete: processes and disk go, the row stays as `deleted`.
+    let r = app
+        .delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_some("the computer to be removed", 30, || async {
+        (!computer_dir(&app, &id).exists()).then_some(())
+    })
+    .await;
+    assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
+    assert!(!cgroup_left(&id));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "mounts left behind");
+    app.stop().await;
+}
+
+/// Every cgroup directory of computer `id`.
+fn computer_cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let out = std::process::Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "7",
+            "-type",
+            "d",
+            "-name",
+            &format!("computer-{id}"),
+        ])
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn find_file(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter().map(|d| d.join(name)).find(|p| p.exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_setup_errors_the_session_with_its_output_until_fixed() {
+    let app = app().await;
+    let token = app.operator("dev", "operator").await;
+    let id = app
+        .session(&token, json!({"setup": "echo about to fail; exit 3\n"}))
+        .await;
+    let s = await_state(&app, &token, &id, "errored").await;
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(error.contains("setup.sh exited with 3"), "{error}");
+    assert!(error.contains("about to fail"), "{error}");
+    assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
+
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{id}"),
+            Some(&token),
+            json!({"setup": "echo fixed\n"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let s = await_state(&app, &token, &id, "running").await;
+    assert!(s["error"].is_null(), "the old reason is cleared: {s:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_back() {
+    let enable = |c: &mut raworc_server::ServerConfig| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.max_sessions = 1;
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, enable).await;
+    let token = app.operator("dev", "operator").await;
+    let id = app.session(&token, json!({})).await;
+    let r = app.post("/api/v0/sessions", Some(&token), json!({})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
+    assert!(r.error().contains("at most 1"), "{}", r.error());
+    await_state(&app, &token, &id, "running").await;
+    run(&app, &token, &id, "echo before > /session/data/mark").await;
+
+    // A graceful restart stops the computer and starts it again after.
+    let data_dir = app.data_dir.clone();
+    let db = app.stop_keep().await;
+    assert!(!cgroup_left(&id), "shutdown leaves the computer running");
+    let app = TestApp::respawn_with(Backend::Sqlite, db, enable).await;
+    assert_eq!(app.data_dir, data_dir);
+    let token = app.login("dev", "dev-password").await;
+    let mark = await_some("the computer to be back", 120, || async {
+        let r = exec(&app, &token, &id, "cat /session/data/mark").await;
+        (r.status == StatusCode::OK).then_some(r.body["stdout"].clone())
+    })
+    .await;
+    assert_eq!(mark, "before\n", "the disk survived the restart");
+
+    // Room comes back once the session is closed.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &id, "closed").await;
+    let second = app.session(&token, json!({})).await;
+    await_state(&app, &token, &second, "running").await;
+    app.stop().await;
+}

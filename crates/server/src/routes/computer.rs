@@ -1,0 +1,171 @@
+//! The direct computer API: screenshots, computer-tool actions, commands
+//! and files on a session's running computer, through its host.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use raworc_api::{ComputerOutput, ErrorBody, ExecCommand, ExecOutput, SessionState};
+use raworc_host::client::{HostClient, HostError};
+use raworc_host::proto::ExecRequest;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::routes::sessions::visible_session;
+use crate::state::AppState;
+use crate::validate;
+
+/// Longest command time the API accepts, in seconds.
+const MAX_EXEC_TIMEOUT_S: u64 = 3600;
+
+/// The host of session `id`'s computer, if the caller may use it and it runs.
+async fn host(state: &AppState, principal: &Principal, id: &str) -> ApiResult<HostClient> {
+    let session = visible_session(state, principal, id).await?;
+    if session.state != SessionState::Running {
+        return Err(ApiError::conflict(format!(
+            "session '{id}' is {}; its computer can be used only while it is running",
+            session.state
+        )));
+    }
+    let runtime = state.runtime.as_ref().ok_or_else(|| {
+        ApiError::conflict("this server runs no computers (started with --runtime none)")
+    })?;
+    runtime.host(id).map_err(|_| {
+        ApiError::conflict(format!(
+            "the computer of session '{id}' is not running at the moment; try again shortly"
+        ))
+    })
+}
+
+/// The host's refusals (bad coordinates, unknown action, missing file) keep
+/// their status; its failures become 502, its silence 504.
+fn host_error(e: HostError) -> ApiError {
+    match e {
+        HostError::Status { status, message } if (400..500).contains(&status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, message)
+        }
+        HostError::Status { message, .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the computer failed: {message}"),
+        ),
+        HostError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        HostError::Unreachable(_) | HostError::Protocol(_) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+        }
+    }
+}
+
+/// The computer's screen as a PNG at the display's size.
+#[utoipa::path(get, path = "/sessions/{id}/screenshot", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "image/png", description = "the screen"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn screenshot(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let host = host(&state, &principal, &id).await?;
+    let png = host.screenshot().await.map_err(host_error)?;
+    Ok(([(CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// Runs one action of the computer-use tool; the body is exactly the tool's
+/// input (`{"action": "left_click", "coordinate": [x, y]}`, …).
+#[utoipa::path(post, path = "/sessions/{id}/computer", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = Object,
+    responses((status = 200, body = ComputerOutput), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn computer(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<serde_json::Value>,
+) -> ApiResult<Json<ComputerOutput>> {
+    let host = host(&state, &principal, &id).await?;
+    let result = host.computer(&input).await.map_err(host_error)?;
+    Ok(Json(ComputerOutput {
+        output: result.output,
+        image: result.image,
+    }))
+}
+
+/// Runs a shell command as the computer's user, in `/session`.
+#[utoipa::path(post, path = "/sessions/{id}/exec", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = ExecCommand,
+    responses((status = 200, body = ExecOutput), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn exec(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ExecCommand>,
+) -> ApiResult<Json<ExecOutput>> {
+    if body.command.trim().is_empty() {
+        return Err(ApiError::unprocessable("command: must not be empty"));
+    }
+    validate::content("command", &body.command)?;
+    if let Some(t) = body.timeout_s {
+        if !(1..=MAX_EXEC_TIMEOUT_S).contains(&t) {
+            return Err(ApiError::unprocessable(format!(
+                "timeout_s: must be between 1 and {MAX_EXEC_TIMEOUT_S}"
+            )));
+        }
+    }
+    let host = host(&state, &principal, &id).await?;
+    let result = host
+        .exec(&ExecRequest {
+            command: body.command,
+            timeout_s: body.timeout_s,
+        })
+        .await
+        .map_err(host_error)?;
+    Ok(Json(ExecOutput {
+        exit_code: result.exit_code,
+        stdout: result.stdout,
+        stderr: result.stderr,
+        timed_out: result.timed_out,
+        truncated: result.truncated,
+    }))
+}
+
+/// Downloads the file at `/{path}` inside the computer.
+#[utoipa::path(get, path = "/api/v0/sessions/{id}/files/{path}", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path), ("path" = String, Path, description = "path inside the computer, without the leading '/'")),
+    responses((status = 200, content_type = "application/octet-stream", description = "the file's bytes"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn read_file(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    let host = host(&state, &principal, &id).await?;
+    let bytes = host
+        .read_file(&format!("/{path}"))
+        .await
+        .map_err(host_error)?;
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Uploads the body as the file at `/{path}` inside the computer (parent
+/// directories are made; the file belongs to the computer's user).
+#[utoipa::path(put, path = "/api/v0/sessions/{id}/files/{path}", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path), ("path" = String, Path, description = "path inside the computer, without the leading '/'")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 204, description = "written"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn write_file(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let host = host(&state, &principal, &id).await?;
+    host.write_file(&format!("/{path}"), body)
+        .await
+        .map_err(host_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
