@@ -114,8 +114,8 @@ fn cgroup_left(id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_lives_its_whole_life_on_a_real_computer() {
     let app = app().await;
-    let token = app.operator("dev", "operator").await;
-    let other = app.operator("eve", "operator").await;
+    let token = app.operator("dev", "user").await;
+    let other = app.operator("eve", "user").await;
     let id = app
         .session(
             &token,
@@ -135,7 +135,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
         &app,
         &token,
         &id,
-        "id -u; pwd; echo \"$API_KEY\"; cat /session/code/instructions.md; cat /session/data/setup-runs",
+        "id -u; pwd; echo \"$API_KEY\"; cat /session/code/instructions.md; echo; cat /session/data/setup-runs",
     )
     .await;
     assert_eq!(out, "1000\n/session\nk-123\nBe brief.\nran\n");
@@ -431,7 +431,7 @@ fn find_file(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_setup_errors_the_session_with_its_output_until_fixed() {
     let app = app().await;
-    let token = app.operator("dev", "operator").await;
+    let token = app.operator("dev", "user").await;
     let id = app
         .session(&token, json!({"setup": "echo about to fail; exit 3\n"}))
         .await;
@@ -469,7 +469,7 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
         c.max_sessions = 1;
     };
     let app = TestApp::spawn_with(Backend::Sqlite, enable).await;
-    let token = app.operator("dev", "operator").await;
+    let token = app.operator("dev", "user").await;
     let id = app.session(&token, json!({})).await;
     let r = app.post("/api/v0/sessions", Some(&token), json!({})).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
@@ -504,4 +504,93 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     let second = app.session(&token, json!({})).await;
     await_state(&app, &token, &second, "running").await;
     app.stop().await;
+}
+
+/// PID 1 of computer `id`, from its pid file.
+fn computer_pid(data_dir: &Path, id: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("computers").join(id).join("pid")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
+    use raworc_testkit::process::ServerProcess;
+    let db = raworc_testkit::TestDb::new(Backend::Sqlite);
+    let images = raworc_testkit::computer::images_dir();
+    let args = ["--images-dir", images.to_str().unwrap()];
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    let token = app.admin_token.clone();
+    let kept = app.session(&token, json!({"name": "kept"})).await;
+    let dies = app.session(&token, json!({"name": "dies"})).await;
+    await_state(&app, &token, &kept, "running").await;
+    await_state(&app, &token, &dies, "running").await;
+    // A background process that must survive the control plane's crash.
+    run(
+        &app,
+        &token,
+        &kept,
+        "setsid sleep 1000 >/dev/null 2>&1 < /dev/null &",
+    )
+    .await;
+    let kept_pid = computer_pid(&app.data_dir, &kept).expect("pid file");
+    let dies_pid = computer_pid(&app.data_dir, &dies).expect("pid file");
+
+    server.kill();
+    assert!(alive(kept_pid), "computers outlive a crashed control plane");
+    // One computer dies while nobody watches.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dies_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    // Adopted as it was: same PID 1, background process still there.
+    let out = run(
+        &app,
+        &token,
+        &kept,
+        "pgrep -x sleep >/dev/null && echo still-sleeping",
+    )
+    .await;
+    assert_eq!(out, "still-sleeping\n");
+    assert_eq!(computer_pid(&app.data_dir, &kept), Some(kept_pid));
+    // The dead one is started again from its disk.
+    let back = await_some("the dead computer to be back", 120, || async {
+        let r = exec(&app, &token, &dies, "echo up").await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(back, ());
+    let new_pid = computer_pid(&app.data_dir, &dies).expect("pid file");
+    assert_ne!(new_pid, dies_pid);
+    assert!(!alive(dies_pid));
+
+    // An adopted computer closes like any other.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{kept}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_state(&app, &token, &kept, "closed").await;
+    assert!(!alive(kept_pid), "the adopted computer stopped");
+    assert!(!cgroup_left(&kept));
+
+    // A graceful stop stops every computer.
+    assert!(server.terminate().success());
+    assert!(!alive(new_pid), "SIGTERM leaves a computer running");
+    assert!(!cgroup_left(&dies));
+    db.drop_database().await;
 }

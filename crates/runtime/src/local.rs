@@ -6,7 +6,10 @@
 //! - `root/` — where the overlay is mounted, inside the sandbox's mount namespace only;
 //! - `run/` — bound at `/run/raworc` inside: the start configuration, the host's
 //!   socket and the VNC socket (uid 1000, 0700: no other computer sees it);
-//! - `host.log` — the host's output.
+//! - `host.log` — the host's output;
+//! - `pid` — PID 1 of the running computer and its start time, so that a
+//!   control plane restarted after a crash adopts the computer again
+//!   ([`LocalRuntime::new`]) instead of leaking it.
 //!
 //! The raworc binary itself is bound read-only at `/run/bin/raworc`.
 
@@ -68,12 +71,107 @@ pub struct LocalRuntime {
     running: Mutex<HashMap<String, Running>>,
 }
 
+/// The cgroup of computer `id`.
+fn cgroup_name(id: &str) -> String {
+    format!("computer-{id}")
+}
+
+/// `pid start-time` as the pid file holds it.
+fn parse_pid_file(text: &str) -> Option<(u32, u64)> {
+    let mut parts = text.split_whitespace();
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((pid, start))
+}
+
 impl LocalRuntime {
+    /// The runtime over `config.computers_dir`. Computers that still run
+    /// from an earlier run of the control plane (one that crashed) are
+    /// adopted; what is left of dead ones (pid files, cgroups) is cleared.
     pub fn new(config: LocalConfig) -> LocalRuntime {
-        LocalRuntime {
+        let runtime = LocalRuntime {
             config,
             running: Mutex::default(),
+        };
+        runtime.adopt_all();
+        runtime
+    }
+
+    fn adopt_all(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.computers_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if check_id(&id).is_err() {
+                continue;
+            }
+            match self.adopt(&id) {
+                Ok(true) => tracing::info!(computer = %id, "adopted a running computer"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(computer = %id, error = %e, "could not adopt a computer"),
+            }
         }
+    }
+
+    /// Adopts computer `id` if its PID 1 still runs; clears its leftovers
+    /// otherwise. True when adopted.
+    fn adopt(&self, id: &str) -> Result<bool, RuntimeError> {
+        let pid_file = self.dir(id).join("pid");
+        let cgroup = raworc_sandbox::Cgroup::open(&cgroup_name(id))?;
+        let recorded = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| parse_pid_file(&t));
+        if let Some((pid, start)) = recorded {
+            if let Ok(sandbox) = Sandbox::adopt(pid, start, cgroup) {
+                self.watch(id, Arc::new(sandbox))?;
+                return Ok(true);
+            }
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        if let Some(cg) = raworc_sandbox::Cgroup::open(&cgroup_name(id))? {
+            cg.destroy()?;
+        }
+        Ok(false)
+    }
+
+    /// Records `sandbox` as computer `id` and starts the thread that
+    /// reaps it, notes its end and removes its pid file.
+    fn watch(
+        &self,
+        id: &str,
+        sandbox: Arc<Sandbox>,
+    ) -> Result<watch::Receiver<Option<i32>>, RuntimeError> {
+        let (tx, exited) = watch::channel(None);
+        {
+            let sandbox = sandbox.clone();
+            let id = id.to_owned();
+            let pid_file = self.dir(&id).join("pid");
+            std::thread::Builder::new()
+                .name(format!("reap-{id}"))
+                .spawn(move || {
+                    let code = sandbox.wait().unwrap_or_else(|e| {
+                        tracing::warn!(computer = %id, error = %e, "waiting for a computer failed");
+                        -1
+                    });
+                    let _ = std::fs::remove_file(&pid_file);
+                    let _ = tx.send(Some(code));
+                })
+                .map_err(io("starting the reaper thread"))?;
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_owned(),
+                Running {
+                    sandbox,
+                    exited: exited.clone(),
+                },
+            );
+        Ok(exited)
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -159,7 +257,7 @@ impl LocalRuntime {
                 ("RUST_LOG".into(), "info".into()),
             ],
             cwd: "/".into(),
-            cgroup: Some((format!("computer-{}", spec.id), limits)),
+            cgroup: Some((cgroup_name(&spec.id), limits)),
             binds: vec![
                 Bind {
                     source: self.config.host_binary.clone(),
@@ -243,31 +341,13 @@ impl Runtime for LocalRuntime {
         let dir = self.prepare(spec)?;
         let sandbox_spec = self.sandbox_spec(spec, &dir);
         let sandbox = Arc::new(blocking(move || Ok(Sandbox::spawn(&sandbox_spec)?)).await?);
-        let (tx, exited) = watch::channel(None);
-        {
-            let sandbox = sandbox.clone();
-            let id = spec.id.clone();
-            std::thread::Builder::new()
-                .name(format!("reap-{}", spec.id))
-                .spawn(move || {
-                    let code = sandbox.wait().unwrap_or_else(|e| {
-                        tracing::warn!(computer = %id, error = %e, "waiting for a computer failed");
-                        -1
-                    });
-                    let _ = tx.send(Some(code));
-                })
-                .map_err(io("starting the reaper thread"))?;
+        if let Some(start) = raworc_sandbox::process_start_time(sandbox.pid()) {
+            let record = format!("{} {start}\n", sandbox.pid());
+            if let Err(e) = std::fs::write(dir.join("pid"), record) {
+                tracing::warn!(computer = %spec.id, error = %e, "could not write the pid file");
+            }
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                spec.id.clone(),
-                Running {
-                    sandbox,
-                    exited: exited.clone(),
-                },
-            );
+        let exited = self.watch(&spec.id, sandbox)?;
 
         let client = HostClient::new(&dir.join("run"));
         let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;
@@ -408,5 +488,16 @@ impl Runtime for LocalRuntime {
             Ok(ids)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pid_files_parse_strictly() {
+        assert_eq!(super::parse_pid_file("123 456\n"), Some((123, 456)));
+        for bad in ["", "123", "x 1", "1 2 3", "-1 2"] {
+            assert_eq!(super::parse_pid_file(bad), None, "{bad:?}");
+        }
     }
 }

@@ -104,43 +104,78 @@ impl Cgroup {
         }
     }
 
-    /// Creates the sandbox's group(s) `raworc/<name>` and applies `limits`.
-    pub fn create(name: &str, limits: &Limits) -> Result<Cgroup, SandboxError> {
+    /// Where the group(s) `raworc/<name>` are, made or not.
+    fn locate(name: &str) -> Result<Layout, SandboxError> {
         if name.is_empty() || name.contains(['/', '.']) {
             return Err(SandboxError::Spec(format!("bad cgroup name '{name}'")));
         }
-        let layout = if v2_usable() {
+        if v2_usable() {
             let base = Path::new("/sys/fs/cgroup")
                 .join(own_path("")?)
                 .join("raworc");
-            make_dir(&base)?;
+            return Ok(Layout::V2(base.join(name)));
+        }
+        let group = |controller: &str| -> Result<PathBuf, SandboxError> {
+            Ok(Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(own_path(controller)?)
+                .join("raworc")
+                .join(name))
+        };
+        Ok(Layout::V1 {
+            memory: group("memory")?,
+            pids: group("pids")?,
+            cpu: group("cpu")?,
+            freezer: group("freezer")?,
+        })
+    }
+
+    /// Creates the sandbox's group(s) `raworc/<name>` and applies `limits`.
+    pub fn create(name: &str, limits: &Limits) -> Result<Cgroup, SandboxError> {
+        let layout = Self::locate(name)?;
+        if let Layout::V2(dir) = &layout {
             // Controllers must be enabled on the way down.
+            let base = dir.parent().unwrap_or(Path::new("/sys/fs/cgroup"));
+            make_dir(base)?;
             let parent = base.parent().unwrap_or(Path::new("/sys/fs/cgroup"));
             write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
             write(&base.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
-            let dir = base.join(name);
-            make_dir(&dir)?;
-            Layout::V2(dir)
-        } else {
-            let group = |controller: &str, mount: &str| -> Result<PathBuf, SandboxError> {
-                let dir = Path::new("/sys/fs/cgroup")
-                    .join(mount)
-                    .join(own_path(controller)?)
-                    .join("raworc")
-                    .join(name);
-                make_dir(&dir)?;
-                Ok(dir)
-            };
-            Layout::V1 {
-                memory: group("memory", "memory")?,
-                pids: group("pids", "pids")?,
-                cpu: group("cpu", "cpu")?,
-                freezer: group("freezer", "freezer")?,
-            }
-        };
+        }
         let cgroup = Cgroup { layout };
+        for dir in cgroup.dirs() {
+            make_dir(dir)?;
+        }
         cgroup.apply(limits)?;
         Ok(cgroup)
+    }
+
+    /// The group `raworc/<name>` if it exists: a sandbox's group found
+    /// again after the control plane restarted.
+    pub fn open(name: &str) -> Result<Option<Cgroup>, SandboxError> {
+        let cgroup = Cgroup {
+            layout: Self::locate(name)?,
+        };
+        Ok(cgroup.dirs().iter().any(|d| d.is_dir()).then_some(cgroup))
+    }
+
+    /// Kills every process left in the group and removes it: the clean-up
+    /// of a sandbox nobody owns any more.
+    pub fn destroy(&self) -> Result<(), SandboxError> {
+        let _ = self.thaw();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            for pid in self.pids().unwrap_or_default() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            match self.remove() {
+                Ok(()) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
     }
 
     fn apply(&self, limits: &Limits) -> Result<(), SandboxError> {

@@ -106,6 +106,10 @@ pub struct Sandbox {
     pid: Pid,
     cgroup: Option<Cgroup>,
     reaped: std::sync::atomic::AtomicBool,
+    /// For a sandbox adopted after a restart (not this process's child): a
+    /// pidfd, which signals PID 1 without the risk of a reused pid and
+    /// tells when it ends.
+    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Drop for Sandbox {
@@ -237,6 +241,7 @@ impl Sandbox {
             pid,
             cgroup,
             reaped: false.into(),
+            pidfd: None,
         };
         if !message.is_empty() {
             let _ = sandbox.wait();
@@ -245,6 +250,37 @@ impl Sandbox {
             ));
         }
         Ok(sandbox)
+    }
+
+    /// Takes charge again of a sandbox started by an earlier run of this
+    /// program, whose PID 1 is `pid` and started at `start_time` (clock
+    /// ticks after boot, as [`process_start_time`] reads it): a reused pid
+    /// is refused. Its exit code cannot be known (it is not our child);
+    /// [`Sandbox::wait`] reports -1.
+    pub fn adopt(
+        pid: u32,
+        start_time: u64,
+        cgroup: Option<Cgroup>,
+    ) -> Result<Sandbox, SandboxError> {
+        let raw = i32::try_from(pid).map_err(|_| SandboxError::Ended)?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        if fd < 0 {
+            return Err(SandboxError::Ended);
+        }
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        let pidfd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        // Checked after the pidfd is open: it then names this very process.
+        if process_start_time(pid) != Some(start_time) {
+            return Err(SandboxError::Ended);
+        }
+        Ok(Sandbox {
+            pid: Pid::from_raw(raw),
+            cgroup,
+            reaped: false.into(),
+            pidfd: Some(pidfd),
+        })
     }
 
     /// PID 1 of the sandbox, as the host sees it.
@@ -268,6 +304,12 @@ impl Sandbox {
     }
 
     fn wait_pid1(&self) -> Result<i32, SandboxError> {
+        if let Some(pidfd) = &self.pidfd {
+            wait_pidfd(pidfd)?;
+            self.reaped
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Ok(-1);
+        }
         loop {
             match waitpid(self.pid, None) {
                 Ok(WaitStatus::Exited(_, code)) => {
@@ -302,7 +344,21 @@ impl Sandbox {
         if let Some(cg) = &self.cgroup {
             cg.thaw()?;
         }
-        match nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
+        let sent = match &self.pidfd {
+            // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0).
+            Some(fd) => nix::errno::Errno::result(unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            })
+            .map(drop),
+            None => nix::sys::signal::kill(self.pid, Signal::SIGKILL),
+        };
+        match sent {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(source) => Err(SandboxError::Sys {
                 context: "killing the sandbox".into(),
@@ -316,4 +372,33 @@ impl Sandbox {
         self.terminate()?;
         self.wait()
     }
+}
+
+/// Waits until the process behind `pidfd` has ended.
+fn wait_pidfd(pidfd: &std::os::fd::OwnedFd) -> Result<(), SandboxError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(source) => {
+                return Err(SandboxError::Sys {
+                    context: "waiting for an adopted sandbox".into(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`); with the pid, it names one process for good.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }

@@ -49,7 +49,7 @@ type Expect = [u16; 4];
 /// Path placeholders: `{sid}` a session of the owner, `{admin_sid}` a session
 /// of the admin, `{owner}`, `{other}`, `{target}` (a third `user` operator),
 /// `{self}` (the caller's own operator; the owner for unauthenticated
-/// callers), `{new}` a name not yet used. Bodies use the same placeholders.
+/// callers), `{new}` a name not yet used, `{file}` a path inside a computer. Bodies use the same placeholders.
 type Row = (
     &'static str,
     &'static str,
@@ -108,6 +108,14 @@ const ROWS: &[Row] = &[
     ("DELETE", "/sessions/{sid}/messages",           None,                                                         Fresh::No,            [401, 200, 404, 200]),
     ("GET",    "/sessions/{sid}/messages/count",     None,                                                         Fresh::No,            [401, 200, 404, 200]),
     ("GET",    "/sessions/{admin_sid}/messages/count", None,                                                       Fresh::No,            [401, 404, 404, 200]),
+    // The direct computer API follows the session's visibility; without a
+    // runtime no session runs, so the owner and admin get 409 (not running).
+    ("GET",    "/sessions/{sid}/screenshot",         None,                                                         Fresh::No,            [401, 409, 404, 409]),
+    ("POST",   "/sessions/{sid}/computer",           Some(r#"{"action":"screenshot"}"#),                           Fresh::No,            [401, 409, 404, 409]),
+    ("POST",   "/sessions/{sid}/exec",               Some(r#"{"command":"true"}"#),                                Fresh::No,            [401, 409, 404, 409]),
+    ("GET",    "/sessions/{sid}/files/{file}",       None,                                                         Fresh::No,            [401, 409, 404, 409]),
+    ("PUT",    "/sessions/{sid}/files/{file}",       Some(r#"{"any":"bytes"}"#),                                   Fresh::No,            [401, 409, 404, 409]),
+    ("GET",    "/sessions/{admin_sid}/screenshot",   None,                                                         Fresh::No,            [401, 404, 404, 409]),
     // Audit: admins only.
     ("GET",    "/audit",                             None,                                                         Fresh::No,            [401, 403, 403, 200]),
 ];
@@ -497,6 +505,7 @@ async fn rbac_matrix(b: Backend) {
                     .replace("{target}", &target)
                     .replace("{self}", caller.self_name())
                     .replace("{new}", &new)
+                    .replace("{file}", "tmp/file.txt")
             };
             let path = format!("/api/v0{}", fill(template));
             let body: Option<Value> =

@@ -7,6 +7,7 @@
 //! the test rather than skipping it.
 
 pub mod computer;
+pub mod process;
 
 use std::net::SocketAddr;
 
@@ -195,6 +196,23 @@ impl TestApp {
             data_dir,
             running: Some(running),
             db: Some(db),
+        };
+        app.admin_token = app.login("admin", "admin-password").await;
+        app
+    }
+
+    /// A client of a server running elsewhere (another process) whose data
+    /// dir is `data_dir`, logged in as admin. Stopping it stops nothing.
+    pub async fn attach(addr: SocketAddr, data_dir: std::path::PathBuf) -> TestApp {
+        let mut app = TestApp {
+            backend: Backend::Sqlite,
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+            admin_token: String::new(),
+            data_dir,
+            running: None,
+            db: None,
         };
         app.admin_token = app.login("admin", "admin-password").await;
         app
