@@ -211,6 +211,7 @@ impl Desktop {
             )?,
         ));
         let window = format!("--window-size={},{}", size.width, size.height);
+        forget_browser_locks();
         self.others.push((
             "chromium",
             spawn(
@@ -330,4 +331,15 @@ pub async fn run_setup(env: &Environment, timeout: Duration) -> Result<SetupResu
         exit_code,
         output_tail: String::from_utf8_lossy(&output[start..]).into_owned(),
     })
+}
+
+/// Chromium refuses a profile whose lock names another host: a remixed
+/// computer (another host name) inherits its parent's lock, and one that
+/// was killed keeps its own. This computer runs the only browser of its
+/// profile, so the locks can go.
+fn forget_browser_locks() {
+    let profile = std::path::Path::new("/home/computer/.config/chromium");
+    for lock in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+        let _ = std::fs::remove_file(profile.join(lock));
+    }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use raworc_api::SessionState;
-use raworc_runtime::{ComputerSpec, ComputerState, RuntimeError};
+use raworc_runtime::{ComputerSpec, ComputerState, Inherit, RuntimeError};
 use raworc_store::{SessionRow, Store, StoreError};
 
 use crate::Shared;
@@ -125,6 +125,9 @@ async fn start(shared: &Shared, s: &SessionRow, from: SessionState) -> Result<()
         );
         return fail(shared, &s, reason).await;
     }
+    if let Err(reason) = inherit_disk(shared, &s).await {
+        return fail(shared, &s, reason).await;
+    }
     let secrets = match open_secrets(shared, &s.id).await? {
         Ok(secrets) => secrets,
         Err(reason) => return fail(shared, &s, reason).await,
@@ -168,6 +171,26 @@ async fn start(shared: &Shared, s: &SessionRow, from: SessionState) -> Result<()
     };
     observe(&shared.store, &s.id, from, to, None).await?;
     Ok(())
+}
+
+/// A remixed session's first start: its disk starts as its parent's.
+async fn inherit_disk(shared: &Shared, s: &SessionRow) -> Result<(), String> {
+    let (Some(parent), Some(remix)) = (&s.parent_id, s.metadata.get("remix")) else {
+        return Ok(());
+    };
+    let has_disk = !matches!(shared.runtime.state(&s.id).await, Ok(ComputerState::Absent));
+    if has_disk {
+        return Ok(());
+    }
+    let inherit = Inherit {
+        data: remix.get("data").and_then(|v| v.as_bool()).unwrap_or(true),
+        code: remix.get("code").and_then(|v| v.as_bool()).unwrap_or(true),
+    };
+    shared
+        .runtime
+        .fork(parent, &s.id, inherit)
+        .await
+        .map_err(|e| format!("the parent's disk could not be copied: {e}"))
 }
 
 /// Waits until there is room for one more running computer, or gives up.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Runs `raworc args…` with `RAWORC_HOME=home` and no other Raworc settings
-/// from the environment (the started server inherits them).
+/// from the environment (the started server inherits them) but the test
+/// image, so that a started server has computers without building one.
 fn raworc(home: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raworc"));
     for (k, _) in std::env::vars_os() {
@@ -19,6 +20,7 @@ fn raworc(home: &Path, args: &[&str]) -> Output {
         }
     }
     cmd.env("RAWORC_HOME", home)
+        .env("RAWORC_IMAGES_DIR", raworc_testkit::computer::images_dir())
         .env("RUST_LOG", "info")
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -594,3 +594,137 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     assert!(!cgroup_left(&dies));
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remix_forks_the_disk_with_or_without_data_and_code() {
+    let app = app().await;
+    let token = app.operator("dev", "user").await;
+    let parent = app
+        .session(
+            &token,
+            json!({"instructions": "parent rules", "setup": "true"}),
+        )
+        .await;
+    await_state(&app, &token, &parent, "running").await;
+    run(
+        &app,
+        &token,
+        &parent,
+        "echo data > /session/data/d.txt; echo code > /session/code/c.txt; \
+         echo home > ~/h.txt; head -c 10000000 /dev/urandom > /session/data/big",
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &parent, "closed").await;
+
+    // What each child sees: data file, code file, home file.
+    let probe = "cat /session/data/d.txt 2>/dev/null || echo no-data; \
+                 cat /session/code/c.txt 2>/dev/null || echo no-code; cat ~/h.txt";
+    let mut children = Vec::new();
+    for (body, expected) in [
+        (json!({}), "data\ncode\nhome\n"),
+        (json!({"data": false}), "no-data\ncode\nhome\n"),
+        (json!({"code": false}), "data\nno-code\nhome\n"),
+    ] {
+        let r = app
+            .post(
+                &format!("/api/v0/sessions/{parent}/remix"),
+                Some(&token),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let child = r.body["id"].as_str().unwrap().to_owned();
+        await_state(&app, &token, &child, "running").await;
+        assert_eq!(run(&app, &token, &child, probe).await, expected, "{body}");
+        children.push(child);
+    }
+    // Without code, nothing of the parent's code comes along.
+    let out = run(&app, &token, &children[2], "ls -A /session/code | wc -l").await;
+    assert_eq!(out, "0\n");
+
+    // The parent goes on with its own disk; children do not see its changes.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/restore"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &parent, "running").await;
+    assert_eq!(
+        run(&app, &token, &parent, probe).await,
+        "data\ncode\nhome\n"
+    );
+    run(
+        &app,
+        &token,
+        &parent,
+        "echo later > /session/data/later.txt; rm /session/data/d.txt",
+    )
+    .await;
+    let out = run(
+        &app,
+        &token,
+        &children[0],
+        "cat /session/data/d.txt; ls /session/data/later.txt 2>&1 || true",
+    )
+    .await;
+    assert!(
+        out.starts_with("data\n") && out.contains("No such file"),
+        "{out}"
+    );
+
+    // A running parent can be remixed too: the child has what it had just now.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/remix"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let live = r.body["id"].as_str().unwrap().to_owned();
+    await_state(&app, &token, &live, "running").await;
+    let out = run(
+        &app,
+        &token,
+        &live,
+        "cat /session/data/later.txt; ls /session/data/d.txt 2>&1 || true",
+    )
+    .await;
+    assert!(
+        out.starts_with("later\n") && out.contains("No such file"),
+        "{out}"
+    );
+    assert_eq!(
+        run(&app, &token, &parent, "echo still-running").await,
+        "still-running\n"
+    );
+
+    // Once every session is deleted, no layer is left.
+    for id in children.iter().chain([&live, &parent]) {
+        let r = app
+            .delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let layers = app.data_dir.join("computers").join(".layers");
+    await_some("every layer to be removed", 60, || async {
+        let left = std::fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0);
+        let computers = std::fs::read_dir(app.data_dir.join("computers"))
+            .map(|d| d.flatten().filter(|e| e.file_name() != ".layers").count())
+            .unwrap_or(0);
+        (left == 0 && computers == 0).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

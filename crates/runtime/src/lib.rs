@@ -3,7 +3,10 @@
 //! a sandbox of Linux namespaces on this machine. Container and cluster
 //! runtimes implement the same trait.
 
+mod disk;
 pub mod local;
+
+pub use disk::MAX_LAYERS;
 
 use std::collections::BTreeMap;
 
@@ -52,6 +55,16 @@ pub struct ComputerSpec {
     pub limits: Option<Limits>,
 }
 
+/// What a remixed computer inherits from its parent's disk; the rest of
+/// the disk is inherited whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inherit {
+    /// `/session/data`.
+    pub data: bool,
+    /// `/session/code`.
+    pub code: bool,
+}
+
 /// Where a computer stands, as its runtime sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComputerState {
@@ -74,6 +87,10 @@ pub trait Runtime: Send + Sync {
     /// Freezes every process of the computer.
     async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
     async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Gives the new computer `child` a disk that starts as `parent`'s does
+    /// now (less what `inherit` leaves out), at a cost that does not grow
+    /// with the disk's size. A parent without a disk gives an empty one.
+    async fn fork(&self, parent: &str, child: &str, inherit: Inherit) -> Result<(), RuntimeError>;
     /// Stops the computer if it runs and removes its disk.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError>;

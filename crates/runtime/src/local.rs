@@ -24,7 +24,8 @@ use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, SOCKET, VNC_SOCKET};
 use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
 use tokio::sync::watch;
 
-use crate::{check_id, io, ComputerSpec, ComputerState, Ready, Runtime, RuntimeError};
+use crate::disk::Disks;
+use crate::{check_id, io, ComputerSpec, ComputerState, Inherit, Ready, Runtime, RuntimeError};
 
 /// The computer's user (made by the image recipe).
 const USER: u32 = 1000;
@@ -69,6 +70,9 @@ struct Running {
 pub struct LocalRuntime {
     config: LocalConfig,
     running: Mutex<HashMap<String, Running>>,
+    /// Held while disks are laid out (a start's preparation, a fork), so a
+    /// fork never moves an upper layer a starting computer is about to mount.
+    disks_busy: tokio::sync::Mutex<()>,
 }
 
 /// The cgroup of computer `id`.
@@ -92,6 +96,7 @@ impl LocalRuntime {
         let runtime = LocalRuntime {
             config,
             running: Mutex::default(),
+            disks_busy: tokio::sync::Mutex::new(()),
         };
         runtime.adopt_all();
         runtime
@@ -174,6 +179,13 @@ impl LocalRuntime {
         Ok(exited)
     }
 
+    fn disks(&self) -> Disks {
+        Disks {
+            computers: self.config.computers_dir.clone(),
+            image: self.config.image.clone(),
+        }
+    }
+
     fn dir(&self, id: &str) -> PathBuf {
         self.config.computers_dir.join(id)
     }
@@ -233,13 +245,14 @@ impl LocalRuntime {
         Ok(dir)
     }
 
-    fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> SandboxSpec {
+    fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> Result<SandboxSpec, RuntimeError> {
         let limits = spec
             .limits
             .clone()
             .unwrap_or_else(|| self.config.limits.clone());
-        SandboxSpec {
+        Ok(SandboxSpec {
             image: self.config.image.clone(),
+            layers: self.disks().layer_paths(&spec.id)?,
             upper: dir.join("upper"),
             work: dir.join("work"),
             root: dir.join("root"),
@@ -271,7 +284,7 @@ impl LocalRuntime {
                 },
             ],
             log: Some(dir.join("host.log")),
-        }
+        })
     }
 
     /// Kills a computer (if it runs), waits until it is reaped, and forgets it.
@@ -338,8 +351,9 @@ impl Runtime for LocalRuntime {
         if self.entry(&spec.id).is_some() {
             return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
         }
+        let disks_busy = self.disks_busy.lock().await;
         let dir = self.prepare(spec)?;
-        let sandbox_spec = self.sandbox_spec(spec, &dir);
+        let sandbox_spec = self.sandbox_spec(spec, &dir)?;
         let sandbox = Arc::new(blocking(move || Ok(Sandbox::spawn(&sandbox_spec)?)).await?);
         if let Some(start) = raworc_sandbox::process_start_time(sandbox.pid()) {
             let record = format!("{} {start}\n", sandbox.pid());
@@ -348,6 +362,7 @@ impl Runtime for LocalRuntime {
             }
         }
         let exited = self.watch(&spec.id, sandbox)?;
+        drop(disks_busy);
 
         let client = HostClient::new(&dir.join("run"));
         let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;
@@ -420,14 +435,63 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
+    async fn fork(&self, parent: &str, child: &str, inherit: Inherit) -> Result<(), RuntimeError> {
+        check_id(parent)?;
+        check_id(child)?;
+        let _busy = self.disks_busy.lock().await;
+        if self.dir(child).join("upper").is_dir() {
+            return Err(RuntimeError::Start(format!(
+                "computer {child} already has a disk"
+            )));
+        }
+        let disks = self.disks();
+        let layers = if !self.dir(parent).join("upper").is_dir() {
+            Vec::new()
+        } else if let Some((sandbox, _)) = self.entry(parent) {
+            // A running parent keeps its upper layer: copy it, frozen so
+            // that the copy is of one moment.
+            let cgroup = sandbox.cgroup();
+            let was_frozen = match cgroup {
+                Some(cg) => cg.is_frozen()?,
+                None => false,
+            };
+            if let (Some(cg), false) = (cgroup, was_frozen) {
+                cg.freeze()?;
+            }
+            let (d, id) = (disks.clone(), parent.to_owned());
+            let copied = blocking(move || d.snapshot(&id)).await;
+            if let (Some(cg), false) = (cgroup, was_frozen) {
+                cg.thaw()?;
+            }
+            copied?
+        } else {
+            let (d, id) = (disks.clone(), parent.to_owned());
+            blocking(move || d.rotate(&id)).await?
+        };
+        let mut hide = Vec::new();
+        if !inherit.data {
+            hide.push("session/data");
+        }
+        if !inherit.code {
+            hide.push("session/code");
+        }
+        let child = child.to_owned();
+        blocking(move || disks.create(&child, &layers, &hide)).await
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         check_id(id)?;
         self.kill(id).await;
+        let _busy = self.disks_busy.lock().await;
         let dir = self.dir(id);
-        blocking(move || match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(format!("removing {}", dir.display()))(e)),
+        let disks = self.disks();
+        blocking(move || {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
+            }
+            disks.collect_garbage()
         })
         .await
     }

@@ -85,11 +85,15 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn new(spec: &SandboxSpec) -> Result<Plan, SandboxError> {
-        for (what, p) in [
+        let fixed = [
             ("image", &spec.image),
             ("upper", &spec.upper),
             ("work", &spec.work),
-        ] {
+        ];
+        for (what, p) in fixed
+            .into_iter()
+            .chain(spec.layers.iter().map(|l| ("layer", l)))
+        {
             // overlayfs splits its options on commas and colons.
             if p.to_string_lossy().contains([',', ':']) {
                 return Err(SandboxError::Spec(format!(
@@ -123,7 +127,12 @@ impl Plan {
                 "overlay options",
                 format!(
                     "lowerdir={},upperdir={},workdir={}",
-                    spec.image.display(),
+                    spec.layers
+                        .iter()
+                        .chain([&spec.image])
+                        .map(|l| l.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
                     spec.upper.display(),
                     spec.work.display()
                 ),

@@ -63,8 +63,11 @@ pub enum SandboxError {
 /// What to run, and where.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// The image's rootfs: the read-only lower layer.
+    /// The image's rootfs: the read-only lowest layer.
     pub image: PathBuf,
+    /// Read-only layers between the image and the upper layer, topmost
+    /// first (a remixed computer's inherited disk).
+    pub layers: Vec<PathBuf>,
     /// The session's persistent upper layer and overlayfs work dir (same filesystem).
     pub upper: PathBuf,
     pub work: PathBuf,

@@ -9,6 +9,7 @@ use raworc_testkit::computer::image_rootfs;
 
 fn spec(dir: &Path, script: &str) -> SandboxSpec {
     SandboxSpec {
+        layers: Vec::new(),
         image: image_rootfs(),
         upper: dir.join("upper"),
         work: dir.join("work"),

@@ -73,6 +73,10 @@ fn api_routes() -> BTreeMap<&'static str, Vec<&'static str>> {
             vec!["get", "post", "delete"],
         ),
         ("/api/v0/sessions/{id}/messages/count", vec!["get"]),
+        ("/api/v0/sessions/{id}/screenshot", vec!["get"]),
+        ("/api/v0/sessions/{id}/computer", vec!["post"]),
+        ("/api/v0/sessions/{id}/exec", vec!["post"]),
+        ("/api/v0/sessions/{id}/files/{path}", vec!["get", "put"]),
         ("/api/v0/audit", vec!["get"]),
     ])
 }
