@@ -37,3 +37,24 @@ pub struct HealthDetailed {
     pub runtime: ComponentHealth,
     pub image: ComponentHealth,
 }
+
+/// `GET /sessions/workers/health`: running computers and the limit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkersHealth {
+    pub status: String,
+    /// `local`, or `none` when the server runs no computers.
+    pub runtime: String,
+    /// Computers running now (paused ones included).
+    pub running: usize,
+    pub max_sessions: usize,
+    /// Computers that can still start.
+    pub available: usize,
+    /// The running computers the caller may see.
+    pub computers: Vec<WorkerComputer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerComputer {
+    pub session_id: String,
+    pub state: crate::SessionState,
+}

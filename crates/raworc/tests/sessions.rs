@@ -728,3 +728,221 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
     .await;
     app.stop().await;
 }
+
+/// An RFB client over the desktop WebSocket, enough to shake hands, move
+/// the pointer and read framebuffer updates.
+struct Rfb {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    buf: std::collections::VecDeque<u8>,
+    /// Bytes per pixel of the server's format.
+    bpp: usize,
+}
+
+impl Rfb {
+    async fn connect(
+        app: &TestApp,
+        id: &str,
+        query: &str,
+    ) -> Result<Rfb, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://{}/vnc/{id}/stream?{query}", app.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Rfb {
+            ws,
+            buf: Default::default(),
+            bpp: 4,
+        })
+    }
+
+    async fn read(&mut self, n: usize) -> Vec<u8> {
+        use futures::StreamExt;
+        while self.buf.len() < n {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("the desktop stream answers")
+                .expect("the stream is open")
+                .expect("a frame");
+            if let tokio_tungstenite::tungstenite::Message::Binary(b) = message {
+                self.buf.extend(b.iter());
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use futures::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.to_vec().into(),
+            ))
+            .await
+            .expect("sent");
+    }
+
+    /// Handshake (no authentication inside: the WebSocket is the gate);
+    /// the desktop's size.
+    async fn handshake(&mut self) -> (u16, u16) {
+        let version = self.read(12).await;
+        assert!(version.starts_with(b"RFB 003."), "{version:?}");
+        self.send(b"RFB 003.008\n").await;
+        let n = self.read(1).await[0] as usize;
+        let types = self.read(n).await;
+        assert!(types.contains(&1), "security None offered: {types:?}");
+        self.send(&[1]).await;
+        assert_eq!(self.read(4).await, [0, 0, 0, 0], "security result");
+        self.send(&[1]).await;
+        let init = self.read(24).await;
+        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        self.read(name_len).await;
+        self.bpp = init[4] as usize / 8;
+        (
+            u16::from_be_bytes([init[0], init[1]]),
+            u16::from_be_bytes([init[2], init[3]]),
+        )
+    }
+}
+
+impl Rfb {
+    /// Moves the pointer, then asks for a whole frame and reads it: the
+    /// server handles a client's messages in order.
+    async fn point_and_refresh(&mut self, x: u16, y: u16) {
+        let [xh, xl] = x.to_be_bytes();
+        let [yh, yl] = y.to_be_bytes();
+        self.send(&[5, 0, xh, xl, yh, yl]).await;
+        self.send(&[3, 0, 0, 0, 0, 0, 4, 0, 3, 0]).await;
+        loop {
+            match self.read(1).await[0] {
+                0 => {
+                    let head = self.read(3).await;
+                    let rects = u16::from_be_bytes([head[1], head[2]]);
+                    for _ in 0..rects {
+                        let r = self.read(12).await;
+                        let (w, h) = (
+                            u16::from_be_bytes([r[4], r[5]]) as usize,
+                            u16::from_be_bytes([r[6], r[7]]) as usize,
+                        );
+                        let encoding = i32::from_be_bytes([r[8], r[9], r[10], r[11]]);
+                        assert_eq!(encoding, 0, "raw encoding (the only one asked for)");
+                        self.read(w * h * self.bpp).await;
+                    }
+                    return;
+                }
+                2 => {}
+                3 => {
+                    let head = self.read(7).await;
+                    let len = u32::from_be_bytes([head[3], head[4], head[5], head[6]]);
+                    self.read(len as usize).await;
+                }
+                other => panic!("unexpected server message {other}"),
+            }
+        }
+    }
+}
+
+async fn cursor(app: &TestApp, token: &str, id: &str) -> String {
+    act(app, token, id, json!({"action": "cursor_position"})).await["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked() {
+    let app = app().await;
+    let token = app.operator("dev", "user").await;
+    let other = app.operator("eve", "user").await;
+    let id = app.session(&token, json!({})).await;
+    await_state(&app, &token, &id, "running").await;
+
+    let info = app.get(&format!("/vnc/{id}/info"), Some(&token)).await;
+    assert_eq!(info.status, StatusCode::OK, "{:?}", info.body);
+    assert_eq!(info.body["available"], true);
+    assert_eq!(info.body["websocket_path"], format!("/vnc/{id}/stream"));
+    let by_query = app
+        .get(&format!("/vnc/{id}/info?token={token}"), None)
+        .await;
+    assert_eq!(by_query.status, StatusCode::OK);
+    assert_eq!(
+        app.get(&format!("/vnc/{id}/info"), None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get(&format!("/vnc/{id}/info"), Some(&other))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let workers = app.get("/sessions/workers/health", Some(&token)).await;
+    assert_eq!(workers.status, StatusCode::OK, "{:?}", workers.body);
+    assert_eq!(workers.body["running"], 1);
+    assert_eq!(workers.body["computers"][0]["session_id"], id.as_str());
+    let theirs = app.get("/sessions/workers/health", Some(&other)).await;
+    assert_eq!(
+        theirs.body["computers"],
+        json!([]),
+        "others' computers are hidden"
+    );
+    assert_eq!(
+        app.get("/sessions/workers/health", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // No token, a bad token, someone else's session: no stream.
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    for (query, status) in [
+        ("", 401),
+        ("token=nope", 401),
+        (&*format!("token={other}"), 404),
+    ] {
+        match Rfb::connect(&app, &id, query).await {
+            Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), status, "{query}"),
+            Err(e) => panic!("{query}: {e}"),
+            Ok(_) => panic!("{query}: the stream opened"),
+        }
+    }
+
+    // A viewer sees the desktop but moves nothing.
+    act(
+        &app,
+        &token,
+        &id,
+        json!({"action": "mouse_move", "coordinate": [10, 10]}),
+    )
+    .await;
+    let mut viewer = Rfb::connect(&app, &id, &format!("token={token}"))
+        .await
+        .expect("view");
+    assert_eq!(viewer.handshake().await, (1024, 768));
+    viewer.send(&[2, 0, 0, 1, 0, 0, 0, 0]).await;
+    viewer.point_and_refresh(400, 300).await;
+    assert_eq!(cursor(&app, &token, &id).await, "X=10,Y=10");
+
+    // Asking for control moves the pointer.
+    let mut driver = Rfb::connect(&app, &id, &format!("token={token}&control=true"))
+        .await
+        .expect("control");
+    driver.handshake().await;
+    driver.send(&[2, 0, 0, 1, 0, 0, 0, 0]).await;
+    driver.point_and_refresh(300, 200).await;
+    await_some("the pointer to move", 15, || async {
+        (cursor(&app, &token, &id).await == "X=300,Y=200").then_some(())
+    })
+    .await;
+
+    // A closed session has no desktop to watch.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &id, "closed").await;
+    match Rfb::connect(&app, &id, &format!("token={token}")).await {
+        Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 409),
+        other => panic!("a closed session streamed: {:?}", other.is_ok()),
+    }
+    app.stop().await;
+}

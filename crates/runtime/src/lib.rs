@@ -96,6 +96,8 @@ pub trait Runtime: Send + Sync {
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError>;
     /// The tool-call channel to a running computer.
     fn host(&self, id: &str) -> Result<HostClient, RuntimeError>;
+    /// The unix socket of a running computer's VNC server (RFB).
+    fn vnc_socket(&self, id: &str) -> Result<std::path::PathBuf, RuntimeError>;
     /// Ids of the computers that run now (paused ones included).
     fn running(&self) -> Vec<String>;
     /// Ids of every computer with a disk, running or not: what the operator

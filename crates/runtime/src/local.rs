@@ -523,6 +523,13 @@ impl Runtime for LocalRuntime {
         Ok(HostClient::new(&self.dir(id).join("run")))
     }
 
+    fn vnc_socket(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        check_id(id)?;
+        self.entry(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        Ok(self.dir(id).join("run").join(VNC_SOCKET))
+    }
+
     fn running(&self) -> Vec<String> {
         let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()

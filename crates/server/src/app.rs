@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::error_response;
-use crate::routes::{audit, auth, computer, messages, operators, sessions, system};
+use crate::routes::{audit, auth, computer, messages, operators, sessions, system, vnc};
 use crate::state::AppState;
 use crate::{audit as audit_log, metrics, request_id};
 
@@ -85,6 +85,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v0/sessions/{id}/files/{*path}",
             get(computer::read_file).put(computer::write_file),
         )
+        .route("/vnc/{id}/info", get(vnc::info))
+        .route("/vnc/{id}/stream", get(vnc::stream))
+        .route("/sessions/workers/health", get(system::workers_health))
         .route("/health", get(system::health))
         .route("/health/", get(system::health))
         .route("/health/detailed", get(system::health_detailed))

@@ -13,6 +13,7 @@ pub mod extract;
 mod keyfile;
 pub mod metrics;
 pub mod request_id;
+pub mod rfb;
 pub mod routes;
 pub mod state;
 pub mod validate;

@@ -114,6 +114,48 @@ impl FromRequestParts<AppState> for Principal {
         let token = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("authentication required: send 'Authorization: Bearer <token>'")
         })?;
+        let principal = Principal::from_token(state, token).await?;
+        if let Some(audit) = parts.extensions.get::<AuditCtx>() {
+            audit.set_principal(&principal.name, principal.kind.as_str());
+        }
+        Ok(principal)
+    }
+}
+
+/// The caller of a route browsers open directly (WebSockets cannot send
+/// headers from a page): `Authorization: Bearer …`, else `?token=…`.
+pub struct HeaderOrQueryPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for HeaderOrQueryPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(parts).is_some() {
+            return Principal::from_request_parts(parts, state)
+                .await
+                .map(HeaderOrQueryPrincipal);
+        }
+        let token = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "authentication required: send 'Authorization: Bearer <token>' or ?token=<token>",
+                )
+            })?;
+        Principal::from_token(state, token)
+            .await
+            .map(HeaderOrQueryPrincipal)
+    }
+}
+
+impl Principal {
+    /// The principal a token names, if it is valid and not revoked.
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
         let claims = state.keys.verify(token).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -141,15 +183,11 @@ impl FromRequestParts<AppState> for Principal {
             }
             PrincipalType::User => OperatorRole::User,
         };
-        let principal = Principal {
+        Ok(Principal {
             name: claims.sub,
             kind: claims.typ,
             role,
             expires_at: claims.exp,
-        };
-        if let Some(audit) = parts.extensions.get::<AuditCtx>() {
-            audit.set_principal(&principal.name, principal.kind.as_str());
-        }
-        Ok(principal)
+        })
     }
 }

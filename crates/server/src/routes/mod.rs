@@ -7,6 +7,7 @@ pub mod messages;
 pub mod operators;
 pub mod sessions;
 pub mod system;
+pub mod vnc;
 
 use raworc_api::{timestamp_from_millis, Message, Operator, Session};
 use raworc_store::{MessageRow, OperatorRow, SessionRow};

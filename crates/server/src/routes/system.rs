@@ -6,8 +6,13 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
-use raworc_api::{ComponentHealth, Health, HealthDetailed, VersionInfo, API_VERSION};
+use raworc_api::{
+    ComponentHealth, Health, HealthDetailed, VersionInfo, WorkerComputer, WorkersHealth,
+    API_VERSION,
+};
 
+use crate::auth::Principal;
+use crate::error::ApiResult;
 use crate::state::AppState;
 
 const SERVICE: &str = "raworc";
@@ -45,20 +50,47 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
             latency_ms: None,
         },
     };
-    let not_yet = || ComponentHealth {
+    let not_configured = || ComponentHealth {
         status: "not_configured".into(),
-        detail: Some("sessions stay 'created' until a computer runtime is configured".into()),
+        detail: Some("started with --runtime none: sessions get no computer".into()),
         latency_ms: None,
     };
-    let healthy = database.status == "healthy";
+    let (runtime, image) = match &state.runtime {
+        None => (not_configured(), not_configured()),
+        Some(rt) => {
+            let runtime = ComponentHealth {
+                status: "healthy".into(),
+                detail: Some(format!(
+                    "local: {} of at most {} computers running",
+                    rt.running().len(),
+                    state.config.max_sessions
+                )),
+                latency_ms: None,
+            };
+            let image = match crate::computers::image_name(&state.config) {
+                Some((name, dir)) => ComponentHealth {
+                    status: "healthy".into(),
+                    detail: Some(format!("{name} in {}", dir.display())),
+                    latency_ms: None,
+                },
+                None => ComponentHealth {
+                    status: "unhealthy".into(),
+                    detail: Some("the computer image is missing".into()),
+                    latency_ms: None,
+                },
+            };
+            (runtime, image)
+        }
+    };
+    let healthy = database.status == "healthy" && image.status != "unhealthy";
     let body = HealthDetailed {
         status: if healthy { "healthy" } else { "unhealthy" }.into(),
         service: SERVICE.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_s: state.started.elapsed().as_secs(),
         database,
-        runtime: not_yet(),
-        image: not_yet(),
+        runtime,
+        image,
     };
     let status = if healthy {
         axum::http::StatusCode::OK
@@ -78,4 +110,42 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         body,
     )
+}
+
+/// Running computers and the limit (seed 004's worker status). Admins see
+/// every computer; others see their own.
+pub async fn workers_health(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<WorkersHealth>> {
+    let running = state
+        .runtime
+        .as_ref()
+        .map(|rt| rt.running())
+        .unwrap_or_default();
+    let mut computers = Vec::new();
+    for id in &running {
+        if let Some(s) = state.store.get_session(id).await? {
+            if principal.can_access(&s) {
+                computers.push(WorkerComputer {
+                    session_id: s.id,
+                    state: s.state,
+                });
+            }
+        }
+    }
+    let max = state.config.max_sessions;
+    Ok(Json(WorkersHealth {
+        status: "healthy".into(),
+        runtime: if state.runtime.is_some() {
+            "local"
+        } else {
+            "none"
+        }
+        .into(),
+        running: running.len(),
+        max_sessions: max,
+        available: max.saturating_sub(running.len()),
+        computers,
+    }))
 }
