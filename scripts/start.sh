@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds Raworc and starts it in the background on its embedded defaults
-# (SQLite and keys in ~/.raworc/data), then prints the URL and credentials.
-# Extra arguments go to `raworc start` (e.g. --bind 127.0.0.1:9001).
+# (SQLite and keys in ~/.raworc/data, the local runtime), then prints the
+# URL and credentials. Run as root to get computers (the local runtime
+# needs namespaces, mounts and cgroups); otherwise the server starts with
+# `--runtime none`. Extra arguments go to `raworc start` (e.g. --bind 127.0.0.1:9001).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,4 +13,12 @@ echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
 mkdir -p "$HOME/.local/bin"
 ln -sf "$PWD/target/release/raworc" "$HOME/.local/bin/raworc" 2>/dev/null || true
+if [ "$(id -u)" = 0 ]; then
+    # The computer image, built once (a few minutes the first time) with progress.
+    echo "==> computer image"
+    target/release/raworc image build
+else
+    echo "==> not root: starting without computers (--runtime none); run as root for computers"
+    export RAWORC_RUNTIME=none
+fi
 exec target/release/raworc start "$@"
