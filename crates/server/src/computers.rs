@@ -58,7 +58,11 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
                 computers_dir: config.data_dir().join("computers"),
                 image: image.rootfs(),
                 host_binary,
-                limits: LocalConfig::default_limits(),
+                limits: raworc_runtime::Limits {
+                    memory_bytes: Some(config.computer_memory_mb << 20),
+                    pids: Some(config.computer_pids),
+                    cpu_millicores: Some(config.computer_millicores),
+                },
             };
             let runtime = tokio::task::spawn_blocking(move || LocalRuntime::new(local)).await?;
             Ok(Some(Arc::new(runtime)))

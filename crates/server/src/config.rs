@@ -55,6 +55,15 @@ pub struct ServerConfig {
     /// Computers that may run at once; creating more answers 429.
     #[arg(long, env = "RAWORC_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
+    /// Memory (MiB) of each computer, swap included.
+    #[arg(long, env = "RAWORC_COMPUTER_MEMORY_MB", default_value_t = 2048)]
+    pub computer_memory_mb: u64,
+    /// Processes and threads of each computer.
+    #[arg(long, env = "RAWORC_COMPUTER_PIDS", default_value_t = 2048)]
+    pub computer_pids: u64,
+    /// CPU of each computer, in thousandths of a core.
+    #[arg(long, env = "RAWORC_COMPUTER_MILLICORES", default_value_t = 1000)]
+    pub computer_millicores: u64,
     /// The raworc binary bound into computers [default: this one].
     #[arg(long, env = "RAWORC_HOST_BINARY", hide = true)]
     pub host_binary: Option<PathBuf>,
@@ -85,6 +94,9 @@ impl ServerConfig {
             runtime: RuntimeKind::Local,
             images_dir: None,
             max_sessions: 64,
+            computer_memory_mb: 2048,
+            computer_pids: 2048,
+            computer_millicores: 1000,
             host_binary: None,
         }
     }

@@ -1,0 +1,248 @@
+//! Isolation, tested from inside computers: what a program in one computer
+//! can see and reach, and what happens to everyone else when it misbehaves.
+//! Real computers on the `local` runtime; needs root.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use raworc_testkit::computer::await_some;
+use raworc_testkit::{Backend, StatusCode, TestApp};
+use serde_json::{json, Value};
+
+const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
+
+async fn exec(app: &TestApp, token: &str, id: &str, command: &str, timeout_s: u64) -> Value {
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/exec"),
+            Some(token),
+            json!({ "command": command, "timeout_s": timeout_s }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{command}: {:?}", r.body);
+    r.body
+}
+
+/// stdout of `command`, which must succeed.
+async fn run(app: &TestApp, token: &str, id: &str, command: &str) -> String {
+    let out = exec(app, token, id, command, 60).await;
+    assert_eq!(out["exit_code"], 0, "{command}: {out}");
+    out["stdout"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn running(app: &TestApp, token: &str, id: &str) {
+    await_some(&format!("{id} to run"), 120, || async {
+        let r = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(token))
+            .await;
+        assert_ne!(r.body["state"], "errored", "{:?}", r.body);
+        (r.body["state"] == "running").then_some(())
+    })
+    .await;
+}
+
+/// How many forks computer `id`'s process limit refused (`pids.events`).
+fn pids_refused(id: &str) -> u64 {
+    let out = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name"])
+        .arg(format!("computer-{id}"))
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|dir| std::fs::read_to_string(Path::new(dir).join("pids.events")).ok())
+        .filter_map(|events| {
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix("max ").and_then(|n| n.trim().parse().ok()))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// This machine's address on its default route (not loopback), if it has one.
+fn host_address() -> Option<String> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_sees_and_reaches_nothing_but_itself_and_its_excesses_stay_inside() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        // Small limits, so that the excesses below hit them quickly.
+        c.computer_memory_mb = 768;
+        c.computer_pids = 300;
+        // The API on every address, so that "unreachable" is the network's doing.
+        c.bind = "0.0.0.0:0".parse().unwrap();
+    })
+    .await;
+    let token = app.operator("dev", "user").await;
+    let a = app.session(&token, json!({"name": "a"})).await;
+    let b = app.session(&token, json!({"name": "b"})).await;
+    running(&app, &token, &a).await;
+    running(&app, &token, &b).await;
+    let marker = app.data_dir.join("host-only-marker");
+    std::fs::write(&marker, "HOST-SECRET").unwrap();
+    run(
+        &app,
+        &token,
+        &b,
+        "echo b-private > /session/data/b.txt; (setsid sleep 4242 >/dev/null 2>&1 &)",
+    )
+    .await;
+
+    // Processes: its own only, its host supervisor as PID 1.
+    let ps = run(&app, &token, &a, "ps -eo pid=,args=").await;
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 /run/bin/raworc host")),
+        "{ps}"
+    );
+    assert!(
+        !ps.contains("sleep 4242"),
+        "another computer's process is visible: {ps}"
+    );
+    assert!(
+        !ps.contains("raworc serve") && !ps.contains("sessions-"),
+        "{ps}"
+    );
+
+    // Files: neither the host's nor another computer's.
+    let probe = format!(
+        "cat {} 2>&1; ls {} 2>&1; cat /session/data/b.txt 2>&1; find / -xdev -name b.txt 2>/dev/null | wc -l",
+        marker.display(),
+        app.data_dir.display()
+    );
+    let out = exec(&app, &token, &a, &probe, 60).await;
+    let text = out["stdout"].as_str().unwrap();
+    assert!(
+        !text.contains("HOST-SECRET") && !text.contains("b-private"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with('0'), "{text}");
+
+    // Privileges: an unprivileged user with no capabilities and no way up.
+    let status = run(&app, &token, &a, "id -u; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status").await;
+    assert!(status.starts_with("1000\n"), "{status}");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            status.contains(&format!("{cap}:\t0000000000000000")),
+            "{cap}: {status}"
+        );
+    }
+    assert!(
+        status.contains("NoNewPrivs:\t1") && status.contains("Seccomp:\t2"),
+        "{status}"
+    );
+    // User namespaces stay allowed (Chromium's own sandbox is built from
+    // them), but "root" in one is still the computer's user outside it.
+    let userns = exec(
+        &app,
+        &token,
+        &a,
+        "unshare -Ur sh -c 'id -u; echo x > /etc/x'",
+        30,
+    )
+    .await;
+    assert_eq!(userns["stdout"], "0\n", "{userns}");
+    assert_ne!(
+        userns["exit_code"], 0,
+        "root of a user namespace wrote /etc: {userns}"
+    );
+    for attempt in [
+        "su -c true root </dev/null",
+        "mount -t tmpfs none /tmp",
+        "echo x > /etc/x",
+        "dmesg",
+        "cat /proc/kcore > /dev/null",
+    ] {
+        let out = exec(&app, &token, &a, attempt, 30).await;
+        assert_ne!(out["exit_code"], 0, "{attempt} succeeded: {out}");
+    }
+
+    // Network: loopback only; the control plane and the world are unreachable.
+    let routes = run(
+        &app,
+        &token,
+        &a,
+        "cat /proc/net/route | tail -n +2 | wc -l; ls /sys/class/net",
+    )
+    .await;
+    assert_eq!(routes, "0\nlo\n", "{routes}");
+    let mut targets = vec![
+        "1.1.1.1:80".to_string(),
+        format!("127.0.0.1:{}", app.addr.port()),
+    ];
+    if let Some(ip) = host_address() {
+        targets.push(format!("{ip}:{}", app.addr.port()));
+    }
+    for target in &targets {
+        let (host, port) = target.split_once(':').unwrap();
+        let out = exec(
+            &app,
+            &token,
+            &a,
+            &format!("timeout 5 bash -c 'echo > /dev/tcp/{host}/{port}'"),
+            30,
+        )
+        .await;
+        assert_ne!(out["exit_code"], 0, "{target} is reachable: {out}");
+    }
+
+    // A fork bomb hits its computer's process limit; everyone else goes on.
+    let bombed = Instant::now();
+    let bomb = exec(
+        &app,
+        &token,
+        &a,
+        "bash -c 'b() { b | b & }; b' 2>/dev/null; sleep 4; echo done",
+        20,
+    )
+    .await;
+    assert!(bomb["exit_code"].is_i64(), "{bomb}");
+    let refused = pids_refused(&a);
+    assert!(refused > 0, "the bomb never reached the process limit");
+    let health = app.get("/health", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(run(&app, &token, &b, "echo fine").await, "fine\n");
+    assert!(bombed.elapsed() < Duration::from_secs(60));
+
+    // A memory hog is killed inside its computer, which lives on.
+    let hog = exec(
+        &app,
+        &token,
+        &b,
+        "python3 -c 'x = []\nwhile True: x.append(bytearray(64 << 20))'",
+        60,
+    )
+    .await;
+    assert_eq!(hog["exit_code"], 137, "the OOM killer ends the hog: {hog}");
+    assert_eq!(run(&app, &token, &b, "echo alive").await, "alive\n");
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+
+    // Deleting the bombed computer ends every one of its processes.
+    let r = app
+        .delete(&format!("/api/v0/sessions/{a}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_some("the bombed computer to be gone", 60, || async {
+        (!app.data_dir.join("computers").join(&a).exists()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.state().runtime.as_ref().unwrap().running(),
+        vec![b.clone()]
+    );
+    std::fs::remove_file(&marker).unwrap();
+    app.stop().await;
+}
