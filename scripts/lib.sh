@@ -34,9 +34,9 @@ ensure_build_tools() {
 }
 
 # What building and running computers needs on the host: debootstrap (the
-# image) and util-linux (unshare, mount).
+# image), util-linux (unshare, mount, nsenter), iproute2 and nftables (egress).
 ensure_computer_tools() {
     if command -v apt-get >/dev/null 2>&1; then
-        apt_install debootstrap util-linux
+        apt_install debootstrap util-linux iproute2 nftables
     fi
 }

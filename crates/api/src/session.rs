@@ -71,10 +71,41 @@ pub struct Session {
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub parent_id: Option<String>,
+    /// What the computer may reach: `none` (default) or `egress`.
+    pub network: SessionNetwork,
     /// Why the session is `errored`, when it is.
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a session's computer may reach on the network.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionNetwork {
+    /// Loopback only: nothing outside the computer.
+    #[default]
+    None,
+    /// Outbound connections to the internet through NAT; never to the
+    /// control plane, other computers or private networks.
+    Egress,
+}
+
+impl SessionNetwork {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionNetwork::None => "none",
+            SessionNetwork::Egress => "egress",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(SessionNetwork::None),
+            "egress" => Some(SessionNetwork::Egress),
+            _ => None,
+        }
+    }
 }
 
 /// `POST /sessions`.
@@ -98,6 +129,9 @@ pub struct CreateSession {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// `none` (default: loopback only) or `egress` (outbound internet).
+    #[serde(default)]
+    pub network: Option<SessionNetwork>,
 }
 
 /// `PUT /sessions/{id}`: fields left out stay as they are.

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use raworc_api::SessionState;
-use raworc_runtime::{ComputerSpec, ComputerState, Inherit, RuntimeError};
+use raworc_api::{SessionNetwork, SessionState};
+use raworc_runtime::{ComputerSpec, ComputerState, Inherit, Network, RuntimeError};
 use raworc_store::{SessionRow, Store, StoreError};
 
 use crate::Shared;
@@ -139,6 +139,10 @@ async fn start(shared: &Shared, s: &SessionRow, from: SessionState) -> Result<()
         instructions: s.instructions.clone(),
         secrets,
         limits: None,
+        network: match s.network {
+            SessionNetwork::Egress => Network::Egress,
+            SessionNetwork::None => Network::None,
+        },
     };
     let outcome = {
         let _permit = shared.starts.acquire().await;

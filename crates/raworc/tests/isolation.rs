@@ -246,3 +246,128 @@ async fn a_computer_sees_and_reaches_nothing_but_itself_and_its_excesses_stay_in
     std::fs::remove_file(&marker).unwrap();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_reaches_the_internet_but_never_the_host_or_other_computers() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.bind = "0.0.0.0:0".parse().unwrap();
+    })
+    .await;
+    let token = app.operator("dev", "user").await;
+    let r = app
+        .post(
+            "/api/v0/sessions",
+            Some(&token),
+            json!({"network": "everywhere"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    let out = app.session(&token, json!({"network": "egress"})).await;
+    let peer = app.session(&token, json!({"network": "egress"})).await;
+    let closed = app.session(&token, json!({})).await;
+    for id in [&out, &peer, &closed] {
+        running(&app, &token, id).await;
+    }
+    let s = app
+        .get(&format!("/api/v0/sessions/{out}"), Some(&token))
+        .await;
+    assert_eq!(s.body["network"], "egress");
+    let s = app
+        .get(&format!("/api/v0/sessions/{closed}"), Some(&token))
+        .await;
+    assert_eq!(s.body["network"], "none");
+
+    // Out to the internet, by name.
+    let code = run(
+        &app,
+        &token,
+        &out,
+        "curl -s -o /dev/null -w '%{http_code}' -m 20 http://deb.debian.org/debian/",
+    )
+    .await;
+    assert_eq!(code, "200");
+    // The session without egress cannot.
+    let none = exec(
+        &app,
+        &token,
+        &closed,
+        "curl -s -m 5 http://deb.debian.org/debian/",
+        30,
+    )
+    .await;
+    assert_ne!(none["exit_code"], 0, "{none}");
+
+    // Not the host: neither through its gateway address nor its own.
+    let gateway = run(&app, &token, &out, "ip route show default | cut -d' ' -f3").await;
+    let mut targets = vec![format!("{}:{}", gateway.trim(), app.addr.port())];
+    if let Some(ip) = host_address() {
+        targets.push(format!("{ip}:{}", app.addr.port()));
+        targets.push(format!("{ip}:22"));
+    }
+    // Not another computer, even one listening.
+    run(
+        &app,
+        &token,
+        &peer,
+        "(setsid python3 -m http.server 8080 >/dev/null 2>&1 &)",
+    )
+    .await;
+    let peer_ip = run(
+        &app,
+        &token,
+        &peer,
+        "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1",
+    )
+    .await;
+    await_some("the peer's server", 30, || async {
+        let r = exec(
+            &app,
+            &token,
+            &peer,
+            "curl -s -m 2 -o /dev/null http://127.0.0.1:8080/",
+            10,
+        )
+        .await;
+        (r["exit_code"] == 0).then_some(())
+    })
+    .await;
+    targets.push(format!("{}:8080", peer_ip.trim()));
+    for target in &targets {
+        let (host, port) = target.split_once(':').unwrap();
+        let probe = format!("timeout 5 bash -c 'echo > /dev/tcp/{host}/{port}'");
+        let r = exec(&app, &token, &out, &probe, 30).await;
+        assert_ne!(
+            r["exit_code"], 0,
+            "{target} is reachable from a computer: {r}"
+        );
+    }
+
+    // Deleting the computers leaves no interface behind.
+    for id in [&out, &peer, &closed] {
+        let r = app
+            .delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    await_some("the computers to be gone", 60, || async {
+        app.state()
+            .runtime
+            .as_ref()
+            .unwrap()
+            .running()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.lines().any(|l| l.contains(": rw")),
+        "veth pairs left: {links}"
+    );
+    app.stop().await;
+}

@@ -5,6 +5,7 @@
 
 mod disk;
 pub mod local;
+mod net;
 
 pub use disk::MAX_LAYERS;
 
@@ -53,6 +54,18 @@ pub struct ComputerSpec {
     pub secrets: BTreeMap<String, String>,
     /// `None` takes the runtime's defaults.
     pub limits: Option<Limits>,
+    pub network: Network,
+}
+
+/// What a computer may reach on the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback only.
+    #[default]
+    None,
+    /// Outbound connections through NAT; not the host, other computers or
+    /// private ranges.
+    Egress,
 }
 
 /// What a remixed computer inherits from its parent's disk; the rest of

@@ -25,7 +25,10 @@ use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
 use tokio::sync::watch;
 
 use crate::disk::Disks;
-use crate::{check_id, io, ComputerSpec, ComputerState, Inherit, Ready, Runtime, RuntimeError};
+use crate::net::{resolv_conf, Egress, SLOT_FILE};
+use crate::{
+    check_id, io, ComputerSpec, ComputerState, Inherit, Network, Ready, Runtime, RuntimeError,
+};
 
 /// The computer's user (made by the image recipe).
 const USER: u32 = 1000;
@@ -73,6 +76,7 @@ pub struct LocalRuntime {
     /// Held while disks are laid out (a start's preparation, a fork), so a
     /// fork never moves an upper layer a starting computer is about to mount.
     disks_busy: tokio::sync::Mutex<()>,
+    egress: Arc<Egress>,
 }
 
 /// The cgroup of computer `id`.
@@ -97,6 +101,7 @@ impl LocalRuntime {
             config,
             running: Mutex::default(),
             disks_busy: tokio::sync::Mutex::new(()),
+            egress: Arc::default(),
         };
         runtime.adopt_all();
         runtime
@@ -129,13 +134,19 @@ impl LocalRuntime {
         let recorded = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|t| parse_pid_file(&t));
+        let slot_file = self.dir(id).join(SLOT_FILE);
         if let Some((pid, start)) = recorded {
             if let Ok(sandbox) = Sandbox::adopt(pid, start, cgroup) {
+                let slot = std::fs::read_to_string(&slot_file).ok();
+                if let Some(slot) = slot.and_then(|s| s.trim().parse().ok()) {
+                    self.egress.reserve(slot);
+                }
                 self.watch(id, Arc::new(sandbox))?;
                 return Ok(true);
             }
         }
         let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&slot_file);
         if let Some(cg) = raworc_sandbox::Cgroup::open(&cgroup_name(id))? {
             cg.destroy()?;
         }
@@ -154,6 +165,8 @@ impl LocalRuntime {
             let sandbox = sandbox.clone();
             let id = id.to_owned();
             let pid_file = self.dir(&id).join("pid");
+            let slot_file = self.dir(&id).join(SLOT_FILE);
+            let egress = self.egress.clone();
             std::thread::Builder::new()
                 .name(format!("reap-{id}"))
                 .spawn(move || {
@@ -162,6 +175,12 @@ impl LocalRuntime {
                         -1
                     });
                     let _ = std::fs::remove_file(&pid_file);
+                    // Its veth pair went with its network namespace.
+                    let slot = std::fs::read_to_string(&slot_file).ok();
+                    if let Some(slot) = slot.and_then(|s| s.trim().parse().ok()) {
+                        egress.release(slot);
+                    }
+                    let _ = std::fs::remove_file(&slot_file);
                     let _ = tx.send(Some(code));
                 })
                 .map_err(io("starting the reaper thread"))?;
@@ -222,6 +241,13 @@ impl LocalRuntime {
         for sub in ["upper", "work", "root"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+        }
+        if spec.network == Network::Egress {
+            // The image's resolv.conf is empty: egress gets this machine's name servers.
+            let etc = dir.join("upper").join("etc");
+            std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
+            std::fs::write(etc.join("resolv.conf"), resolv_conf())
+                .map_err(io("writing the computer's resolv.conf"))?;
         }
         let run = dir.join("run");
         std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
@@ -361,8 +387,17 @@ impl Runtime for LocalRuntime {
                 tracing::warn!(computer = %spec.id, error = %e, "could not write the pid file");
             }
         }
+        let pid = sandbox.pid();
         let exited = self.watch(&spec.id, sandbox)?;
         drop(disks_busy);
+        if spec.network == Network::Egress {
+            let (egress, run_dir) = (self.egress.clone(), dir.clone());
+            if let Err(e) = blocking(move || egress.attach(pid, &run_dir)).await {
+                return Err(self
+                    .abandon(&spec.id, format!("the computer's network: {e}"))
+                    .await);
+            }
+        }
 
         let client = HostClient::new(&dir.join("run"));
         let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;

@@ -1,6 +1,6 @@
 //! Sessions and their lifecycle transitions.
 
-use raworc_api::SessionState;
+use raworc_api::{SessionNetwork, SessionState};
 
 use crate::audit::{self, AuditRecord};
 use crate::db::{self, Row};
@@ -22,6 +22,7 @@ pub struct SessionRow {
     pub metadata: serde_json::Value,
     pub secret_names: Vec<String>,
     pub parent_id: Option<String>,
+    pub network: SessionNetwork,
     pub error: Option<String>,
     pub message_seq: i64,
     pub created_at: i64,
@@ -41,6 +42,7 @@ pub struct NewSession {
     pub metadata: serde_json::Value,
     pub sealed_secrets: Vec<(String, String)>,
     pub prompt: Option<String>,
+    pub network: SessionNetwork,
 }
 
 /// Fields of `PUT /sessions/{id}`; `None` leaves a field as it is.
@@ -118,7 +120,8 @@ impl SessionTransition {
 macro_rules! session_columns {
     () => {
         "id, owner, owner_type, name, state, desired_state, busy, instructions, setup, \
-    metadata, secret_names, parent_id, error, message_seq, created_at, updated_at, last_activity_at, deleted_at"
+    metadata, secret_names, parent_id, error, message_seq, created_at, updated_at, last_activity_at, deleted_at, \
+    network"
     };
 }
 
@@ -144,6 +147,11 @@ fn from_row(row: &Row) -> Result<SessionRow> {
         secret_names: serde_json::from_str(&secret_names)
             .map_err(|e| StoreError::Corrupt(format!("session secret names: {e}")))?,
         parent_id: row.opt_text("parent_id")?,
+        network: {
+            let n = row.text("network")?;
+            SessionNetwork::parse(&n)
+                .ok_or_else(|| StoreError::Corrupt(format!("session network '{n}'")))?
+        },
         error: row.opt_text("error")?,
         message_seq: row.i64("message_seq")?,
         created_at: row.i64("created_at")?,
@@ -180,7 +188,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
     let sql = dialect.sql(concat!(
         "INSERT INTO sessions (",
         session_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ));
     db::query(&sql)
         .bind(&s.id)
@@ -201,6 +209,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
         .bind(s.updated_at)
         .bind(s.last_activity_at)
         .bind(s.deleted_at)
+        .bind(s.network.as_str())
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -249,6 +258,7 @@ impl Store {
                         metadata: new.metadata,
                         secret_names: new.sealed_secrets.iter().map(|(n, _)| n.clone()).collect(),
                         parent_id: None,
+                        network: new.network,
                         error: None,
                         message_seq: 0,
                         created_at: now,
@@ -548,6 +558,7 @@ impl Store {
                         metadata,
                         secret_names: parent.secret_names.clone(),
                         parent_id: Some(parent.id.clone()),
+                        network: parent.network,
                         error: None,
                         message_seq: 0,
                         created_at: now,

@@ -24,6 +24,7 @@ pub(crate) fn session_json(s: SessionRow) -> Session {
         secrets: s.secret_names,
         metadata: s.metadata,
         parent_id: s.parent_id,
+        network: s.network,
         error: s.error,
         created_at: timestamp_from_millis(s.created_at),
         updated_at: timestamp_from_millis(s.updated_at),

@@ -129,6 +129,7 @@ pub async fn create(
         metadata,
         sealed_secrets: sealed,
         prompt: body.prompt,
+        network: body.network.unwrap_or_default(),
     };
     let (row, _first) = audit
         .write(StatusCode::CREATED, |rec| {
