@@ -8,6 +8,7 @@
 //! arrives while a step runs makes the session go round once more after it,
 //! so steps never race each other and no change is lost.
 
+mod idle;
 mod reconcile;
 
 use std::collections::HashSet;
@@ -38,6 +39,10 @@ pub struct OperatorConfig {
     /// How long a start waits for room before the session is `errored`.
     pub room_wait: Duration,
     pub display: DisplaySize,
+    /// A running session unused this long is paused (`None`: never).
+    pub idle_pause: Option<Duration>,
+    /// A running or paused session unused this long is closed (`None`: never).
+    pub idle_close: Option<Duration>,
 }
 
 impl Default for OperatorConfig {
@@ -48,6 +53,8 @@ impl Default for OperatorConfig {
             concurrent_starts: 2,
             room_wait: Duration::from_secs(30),
             display: DisplaySize::default(),
+            idle_pause: None,
+            idle_close: None,
         }
     }
 }
@@ -64,6 +71,7 @@ pub(crate) struct Shared {
     pub reserved: Mutex<HashSet<String>>,
     /// Told after every step: a computer may have stopped and left room.
     pub stepped: Notify,
+    pub activity: idle::Activity,
 }
 
 impl Shared {
@@ -125,6 +133,7 @@ impl Operator {
             config,
             reserved: Mutex::default(),
             stepped: Notify::new(),
+            activity: idle::Activity::new(),
         });
         let (wakes, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
@@ -140,6 +149,11 @@ impl Operator {
     /// Asks for session `id` to be looked at now.
     pub fn wake(&self, id: &str) {
         let _ = self.wakes.send(id.to_owned());
+    }
+
+    /// Notes that someone used session `id`'s computer (idle timeouts).
+    pub fn touch(&self, id: &str) {
+        self.shared.activity.touch(id);
     }
 
     /// Computers running now, and the most allowed.
@@ -237,17 +251,20 @@ async fn run(
     while steps.tasks.join_next().await.is_some() {}
 }
 
-/// Sessions to look at: every live one, every running computer, and on the
-/// first sweep every computer with a disk (a deleted session's leftovers).
+/// Sessions to look at: every live one (idle ones paused or closed first),
+/// every running computer, and on the first sweep every computer with a
+/// disk (a deleted session's leftovers).
 async fn sweep(shared: &Shared, everything: bool) -> Result<Vec<String>, String> {
-    let mut ids: Vec<String> = shared
+    let live = shared
         .store
         .sessions_in_states(&LIVE)
         .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+        .map_err(|e| e.to_string())?;
+    // Idle sessions change state here; their steps below follow it.
+    idle::enforce(shared, &live)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ids: Vec<String> = live.into_iter().map(|s| s.id).collect();
     ids.extend(shared.runtime.running());
     if everything {
         ids.extend(shared.runtime.list().await.map_err(|e| e.to_string())?);

@@ -946,3 +946,37 @@ async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked(
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_paused_then_closed_and_use_keeps_them_running() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.idle_pause_s = 2;
+        c.idle_close_s = 5;
+        c.operator_resync_ms = 200;
+    })
+    .await;
+    let token = app.operator("dev", "user").await;
+    let id = app.session(&token, json!({})).await;
+    await_state(&app, &token, &id, "running").await;
+
+    // Used more often than the pause timeout: it stays running.
+    let used_until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < used_until {
+        assert_eq!(run(&app, &token, &id, "echo busy").await, "busy\n");
+        let s = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        assert_eq!(s.body["state"], "running", "paused while in use");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+
+    // Left alone: paused, then closed with the disk kept.
+    let paused_at = std::time::Instant::now();
+    await_state(&app, &token, &id, "paused").await;
+    assert!(paused_at.elapsed() >= std::time::Duration::from_millis(1000));
+    await_state(&app, &token, &id, "closed").await;
+    assert!(computer_dir(&app, &id).join("upper").is_dir());
+    assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
+    app.stop().await;
+}

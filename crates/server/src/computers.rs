@@ -94,6 +94,11 @@ pub fn operator(
         secrets,
         OperatorConfig {
             max_running: config.max_sessions,
+            resync: std::time::Duration::from_millis(config.operator_resync_ms.max(50)),
+            idle_pause: (config.idle_pause_s > 0)
+                .then(|| std::time::Duration::from_secs(config.idle_pause_s)),
+            idle_close: (config.idle_close_s > 0)
+                .then(|| std::time::Duration::from_secs(config.idle_close_s)),
             ..OperatorConfig::default()
         },
     )

@@ -64,6 +64,20 @@ pub struct ServerConfig {
     /// CPU of each computer, in thousandths of a core.
     #[arg(long, env = "RAWORC_COMPUTER_MILLICORES", default_value_t = 1000)]
     pub computer_millicores: u64,
+    /// Pause a running session unused for this many seconds (0: never).
+    #[arg(long, env = "RAWORC_IDLE_PAUSE_S", default_value_t = 0)]
+    pub idle_pause_s: u64,
+    /// Close a running or paused session unused for this many seconds (0: never).
+    #[arg(long, env = "RAWORC_IDLE_CLOSE_S", default_value_t = 0)]
+    pub idle_close_s: u64,
+    /// How often the operator looks at every session, in milliseconds.
+    #[arg(
+        long,
+        env = "RAWORC_OPERATOR_RESYNC_MS",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub operator_resync_ms: u64,
     /// The raworc binary bound into computers [default: this one].
     #[arg(long, env = "RAWORC_HOST_BINARY", hide = true)]
     pub host_binary: Option<PathBuf>,
@@ -97,6 +111,9 @@ impl ServerConfig {
             computer_memory_mb: 2048,
             computer_pids: 2048,
             computer_millicores: 1000,
+            idle_pause_s: 0,
+            idle_close_s: 0,
+            operator_resync_ms: 10_000,
             host_binary: None,
         }
     }

@@ -49,6 +49,13 @@ impl AppState {
         }
     }
 
+    /// Notes that session `id`'s computer was used (idle timeouts).
+    pub fn touch(&self, id: &str) {
+        if let Some(operator) = &self.operator {
+            operator.touch(id);
+        }
+    }
+
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.config.token_ttl_s)
     }

@@ -30,6 +30,7 @@ async fn host(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Ho
             session.state
         )));
     }
+    state.touch(id);
     let runtime = state.runtime.as_ref().ok_or_else(|| {
         ApiError::conflict("this server runs no computers (started with --runtime none)")
     })?;

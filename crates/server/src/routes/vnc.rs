@@ -93,16 +93,23 @@ pub async fn stream(
             ))
         })?;
     let control = query.control;
+    state.touch(&id);
     tracing::info!(session = %id, viewer = %principal.name, control, "desktop stream opened");
     Ok(ws.protocols(["binary"]).on_upgrade(move |ws| async move {
-        if let Err(e) = relay(ws, socket, control).await {
+        if let Err(e) = relay(ws, socket, control, || state.touch(&id)).await {
             tracing::debug!(session = %id, error = %e, "desktop stream ended");
         }
     }))
 }
 
 /// Copies bytes both ways until either side closes.
-async fn relay(ws: WebSocket, socket: PathBuf, control: bool) -> anyhow::Result<()> {
+/// `used` is called for each message from the viewer.
+async fn relay(
+    ws: WebSocket,
+    socket: PathBuf,
+    control: bool,
+    used: impl Fn(),
+) -> anyhow::Result<()> {
     let vnc = tokio::net::UnixStream::connect(&socket).await?;
     let (mut vnc_read, mut vnc_write) = vnc.into_split();
     let (mut ws_send, mut ws_recv) = ws.split();
@@ -123,6 +130,7 @@ async fn relay(ws: WebSocket, socket: PathBuf, control: bool) -> anyhow::Result<
     let to_computer = async {
         let mut guard = (!control).then(ViewOnly::default);
         while let Some(message) = ws_recv.next().await {
+            used();
             let bytes = match message? {
                 Message::Binary(b) => b,
                 Message::Close(_) => break,
