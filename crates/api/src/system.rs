@@ -57,4 +57,6 @@ pub struct WorkersHealth {
 pub struct WorkerComputer {
     pub session_id: String,
     pub state: crate::SessionState,
+    /// Memory the computer uses now (page cache included).
+    pub memory_bytes: Option<u64>,
 }

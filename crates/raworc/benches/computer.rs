@@ -1,28 +1,37 @@
-//! Computer benchmarks on the `local` runtime (needs root and the image,
-//! which is built first when missing):
+//! Computer benchmarks through the HTTP API, on the `local` runtime (needs
+//! root and the image, which is built first when missing):
 //!
 //!     cargo bench -p raworc --bench computer
 //!
-//! Measures start → ready (display up, browser window mapped), stop, a
-//! restart from the kept disk, screenshots of a busy screen and clicks
-//! through the host's socket, and the memory of an idle computer.
+//! The real server runs in this process on a random port with SQLite; every
+//! figure is what an API client sees, unless it says otherwise. Measured:
+//! create → `running` (desktop up, Chromium window mapped), close →
+//! `closed`, restore → `running`, screenshots (blank and busy screen) and
+//! clicks beside the reference `scrot` + ImageMagick and `xdotool` paths
+//! run inside the same computer, a remix of a 10 MB and a 1 GB disk, and
+//! the memory of idle computers.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use raworc_host::client::HostClient;
-use raworc_runtime::local::{LocalConfig, LocalRuntime};
-use raworc_runtime::{ComputerSpec, Runtime};
-use serde_json::json;
+use raworc_runtime::Inherit;
+use raworc_testkit::computer::await_some;
+use raworc_testkit::{Backend, StatusCode, TestApp};
+use serde_json::{json, Value};
 
+const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
 const STARTS: usize = 5;
 const CALLS: usize = 200;
+const REFERENCE_CALLS: usize = 30;
+/// Idle computers started together to measure memory per computer.
+const IDLE_FLEET: usize = 6;
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     println!(
-        "{name:<40} n={:<4} p50 {:>8.2} ms   p90 {:>8.2} ms   min {:>8.2} ms   max {:>8.2} ms",
+        "{name:<52} n={:<4} p50 {:>8.2} ms   p90 {:>8.2} ms   min {:>8.2} ms   max {:>8.2} ms",
         samples.len(),
         ms(at(0.5)),
         ms(at(0.9)),
@@ -48,19 +57,6 @@ fn busy_page() -> String {
     html
 }
 
-async fn settle(host: &HostClient) {
-    let mut last = host.screenshot().await.expect("screenshot");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = host.screenshot().await.expect("screenshot");
-        if now == last || Instant::now() > deadline {
-            return;
-        }
-        last = now;
-    }
-}
-
 fn main() {
     // `cargo test --all-targets` runs bench targets too; only `cargo bench`
     // (which passes `--bench`) measures.
@@ -75,91 +71,292 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = LocalRuntime::new(LocalConfig {
-        computers_dir: dir.path().join("computers"),
-        image: raworc_testkit::computer::image_rootfs(),
-        host_binary: env!("CARGO_BIN_EXE_raworc").into(),
-        limits: LocalConfig::default_limits(),
-    });
+struct Bench {
+    app: TestApp,
+    token: String,
+}
 
-    // Start → ready and stop, each on a new disk; then restarts of one disk.
-    let (mut starts, mut stops, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..STARTS {
-        let spec = ComputerSpec {
-            id: format!("bench-{i}"),
-            ..ComputerSpec::default()
-        };
-        let t = Instant::now();
-        rt.start(&spec).await.expect("start");
-        starts.push(t.elapsed());
-        let t = Instant::now();
-        rt.stop(&spec.id).await.expect("stop");
-        stops.push(t.elapsed());
-        if i == 0 {
-            for _ in 0..STARTS {
-                let t = Instant::now();
-                rt.start(&spec).await.expect("restart");
-                restarts.push(t.elapsed());
-                rt.stop(&spec.id).await.expect("stop");
+impl Bench {
+    async fn create(&self, body: Value) -> String {
+        let r = self
+            .app
+            .post("/api/v0/sessions", Some(&self.token), body)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self.app.post(path, Some(&self.token), body).await;
+        assert!(r.status.is_success(), "{path}: {:?}", r.body);
+        r.body
+    }
+
+    /// Polls the session every 2 ms until it is in `state`.
+    async fn reach(&self, id: &str, state: &str) {
+        let path = format!("/api/v0/sessions/{id}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = self.app.get(&path, Some(&self.token)).await;
+            assert_ne!(r.body["state"], "errored", "{:?}", r.body);
+            if r.body["state"] == state {
+                return;
             }
+            assert!(Instant::now() < deadline, "{id} never became {state}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    summary("start -> ready (new disk)", starts);
-    summary("restart -> ready (kept disk)", restarts);
-    summary("stop (browser closed gracefully)", stops);
 
-    let spec = ComputerSpec {
-        id: "bench-tools".into(),
-        ..ComputerSpec::default()
-    };
-    rt.start(&spec).await.expect("start");
-    let host = rt.host(&spec.id).expect("host");
+    async fn exec(&self, id: &str, command: &str) -> String {
+        let out = self
+            .post(
+                &format!("/api/v0/sessions/{id}/exec"),
+                json!({"command": command, "timeout_s": 600}),
+            )
+            .await;
+        assert_eq!(out["exit_code"], 0, "{command}: {out}");
+        out["stdout"].as_str().unwrap_or_default().to_owned()
+    }
 
-    // Idle memory: the whole computer's cgroup after it has settled.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle = rt.memory_bytes(&spec.id).expect("memory");
-    println!(
-        "{:<40} {:.0} MiB (cgroup memory usage, page cache included)",
-        "idle computer memory",
-        idle as f64 / (1 << 20) as f64
+    /// Times `command` inside the computer `n` times (microsecond clock
+    /// read inside, so the API's round trip is not counted).
+    async fn reference(&self, id: &str, command: &str, n: usize) -> Vec<Duration> {
+        let script = format!(
+            "for i in $(seq {n}); do s=$(date +%s%N); {command} >/dev/null 2>&1 || exit 1; \
+             e=$(date +%s%N); echo $(( (e - s) / 1000 )); done"
+        );
+        self.exec(id, &script)
+            .await
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .map(Duration::from_micros)
+            .collect()
+    }
+
+    async fn screenshots(&self, id: &str, n: usize) -> Vec<Duration> {
+        let url = format!("{}/api/v0/sessions/{id}/screenshot", self.app.base);
+        let mut samples = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = self
+                .app
+                .client
+                .get(&url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("screenshot");
+            assert_eq!(r.status(), StatusCode::OK);
+            r.bytes().await.expect("png");
+            samples.push(t.elapsed());
+        }
+        samples
+    }
+
+    fn memory(&self, id: &str) -> u64 {
+        let rt = self.app.state().runtime.as_ref().expect("runtime");
+        rt.memory_bytes(id).expect("memory")
+    }
+}
+
+async fn run() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let b = Bench { app, token };
+
+    // Lifecycle through the API.
+    let (mut creates, mut closes, mut restores) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..STARTS {
+        let t = Instant::now();
+        let id = b.create(json!({})).await;
+        b.reach(&id, "running").await;
+        creates.push(t.elapsed());
+        let t = Instant::now();
+        b.post(&format!("/api/v0/sessions/{id}/close"), json!({}))
+            .await;
+        b.reach(&id, "closed").await;
+        closes.push(t.elapsed());
+        let t = Instant::now();
+        b.post(&format!("/api/v0/sessions/{id}/restore"), json!({}))
+            .await;
+        b.reach(&id, "running").await;
+        restores.push(t.elapsed());
+        b.app
+            .delete(&format!("/api/v0/sessions/{id}"), Some(&b.token))
+            .await;
+    }
+    summary("create -> running (browser window mapped)", creates);
+    summary("close -> closed (browser closed gracefully)", closes);
+    summary("restore -> running (kept disk)", restores);
+
+    // Screenshots and clicks, ours and the reference paths.
+    let id = b.create(json!({})).await;
+    b.reach(&id, "running").await;
+    summary(
+        "screenshot via API, blank screen",
+        b.screenshots(&id, CALLS).await,
     );
-    println!(
-        "{:<40} {}",
-        "idle computers per 24 GiB (by that figure)",
-        (24u64 << 30) / idle.max(1)
+    summary(
+        "reference: scrot + convert -resize, blank screen",
+        b.reference(
+            &id,
+            "scrot -o /tmp/s.png && convert /tmp/s.png -resize 1024x768 /tmp/r.png",
+            REFERENCE_CALLS,
+        )
+        .await,
     );
-
-    host.write_file("/tmp/busy.html", busy_page().into())
+    let page = format!("/api/v0/sessions/{id}/files/tmp/busy.html");
+    let r = b
+        .app
+        .client
+        .put(format!("{}{page}", b.app.base))
+        .bearer_auth(&b.token)
+        .body(busy_page())
+        .send()
         .await
         .expect("upload");
-    host.exec(&raworc_host::proto::ExecRequest {
-        command: "chromium file:///tmp/busy.html >/dev/null 2>&1 &".into(),
-        timeout_s: Some(10),
+    assert!(r.status().is_success());
+    b.exec(&id, "(chromium file:///tmp/busy.html >/dev/null 2>&1 &)")
+        .await;
+    await_some("the busy page on screen", 60, || async {
+        // The page is up once screenshots are big and stable.
+        let url = format!("{}/api/v0/sessions/{id}/screenshot", b.app.base);
+        let one = b
+            .app
+            .client
+            .get(&url)
+            .bearer_auth(&b.token)
+            .send()
+            .await
+            .ok()?;
+        let one = one.bytes().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let two = b
+            .app
+            .client
+            .get(&url)
+            .bearer_auth(&b.token)
+            .send()
+            .await
+            .ok()?;
+        let two = two.bytes().await.ok()?;
+        (one.len() > 100_000 && one == two).then_some(())
     })
-    .await
-    .expect("open the page");
-    settle(&host).await;
-
-    let mut shots = Vec::new();
-    for _ in 0..CALLS {
-        let t = Instant::now();
-        let png = host.screenshot().await.expect("screenshot");
-        shots.push(t.elapsed());
-        assert!(png.len() > 10_000, "a busy screen compresses less");
-    }
-    summary("screenshot, busy screen (host socket)", shots);
-
+    .await;
+    summary(
+        "screenshot via API, busy screen",
+        b.screenshots(&id, CALLS).await,
+    );
+    summary(
+        "reference: scrot + convert -resize, busy screen",
+        b.reference(
+            &id,
+            "scrot -o /tmp/s.png && convert /tmp/s.png -resize 1024x768 /tmp/r.png",
+            REFERENCE_CALLS,
+        )
+        .await,
+    );
     let mut clicks = Vec::new();
     for i in 0..CALLS {
         let input = json!({"action": "left_click", "coordinate": [900 + (i % 50) as u32, 700]});
         let t = Instant::now();
-        host.computer(&input).await.expect("click");
+        b.post(&format!("/api/v0/sessions/{id}/computer"), input)
+            .await;
         clicks.push(t.elapsed());
     }
-    summary("left_click with move (host socket)", clicks);
+    summary("left_click with move via API", clicks);
+    summary(
+        "reference: xdotool mousemove --sync + click",
+        b.reference(
+            &id,
+            "xdotool mousemove --sync $((900 + i % 50)) 700 click 1",
+            REFERENCE_CALLS,
+        )
+        .await,
+    );
+    b.app
+        .delete(&format!("/api/v0/sessions/{id}"), Some(&b.token))
+        .await;
 
-    rt.stop(&spec.id).await.expect("stop");
-    rt.stop_all().await;
+    // Remix: the disk's size must not matter.
+    let runtime = b.app.state().runtime.clone().expect("runtime");
+    for (label, mb) in [("10 MB", 10), ("1 GB", 1024)] {
+        let parent = b.create(json!({})).await;
+        b.reach(&parent, "running").await;
+        b.exec(
+            &parent,
+            &format!("head -c {}M /dev/urandom > /session/data/blob", mb),
+        )
+        .await;
+        b.post(&format!("/api/v0/sessions/{parent}/close"), json!({}))
+            .await;
+        b.reach(&parent, "closed").await;
+        // The disk operation alone, then the whole remix as a client sees it.
+        let mut forks = Vec::new();
+        for i in 0..5 {
+            let child = format!("bench-fork-{mb}-{i}");
+            let t = Instant::now();
+            runtime
+                .fork(
+                    &parent,
+                    &child,
+                    Inherit {
+                        data: true,
+                        code: true,
+                    },
+                )
+                .await
+                .expect("fork");
+            forks.push(t.elapsed());
+            runtime.remove(&child).await.expect("remove");
+        }
+        summary(&format!("fork of a closed {label} disk (runtime)"), forks);
+        let t = Instant::now();
+        let r = b
+            .post(&format!("/api/v0/sessions/{parent}/remix"), json!({}))
+            .await;
+        let child = r["id"].as_str().expect("id").to_owned();
+        b.reach(&child, "running").await;
+        summary(
+            &format!("remix of a closed {label} session -> running"),
+            vec![t.elapsed()],
+        );
+        let size = b.exec(&child, "stat -c %s /session/data/blob").await;
+        assert_eq!(size.trim(), (mb << 20).to_string());
+        for id in [&child, &parent] {
+            b.app
+                .delete(&format!("/api/v0/sessions/{id}"), Some(&b.token))
+                .await;
+        }
+    }
+
+    // Memory of idle computers.
+    let mut fleet = Vec::new();
+    for _ in 0..IDLE_FLEET {
+        fleet.push(b.create(json!({})).await);
+    }
+    for id in &fleet {
+        b.reach(id, "running").await;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let memory: Vec<u64> = fleet.iter().map(|id| b.memory(id)).collect();
+    let mean = memory.iter().sum::<u64>() / memory.len() as u64;
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    println!(
+        "{:<52} n={:<4} mean {:.0} MiB, min {:.0} MiB, max {:.0} MiB (cgroup usage, page cache included)",
+        "idle computer memory",
+        memory.len(),
+        mib(mean),
+        mib(*memory.iter().min().unwrap_or(&0)),
+        mib(*memory.iter().max().unwrap_or(&0)),
+    );
+    println!(
+        "{:<52} {}",
+        "idle computers per 24 GiB (by that mean)",
+        (24u64 << 30) / mean.max(1)
+    );
+    b.app.stop().await;
 }

@@ -111,6 +111,8 @@ pub trait Runtime: Send + Sync {
     fn host(&self, id: &str) -> Result<HostClient, RuntimeError>;
     /// The unix socket of a running computer's VNC server (RFB).
     fn vnc_socket(&self, id: &str) -> Result<std::path::PathBuf, RuntimeError>;
+    /// Memory a running computer uses now (page cache included), in bytes.
+    fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError>;
     /// Ids of the computers that run now (paused ones included).
     fn running(&self) -> Vec<String>;
     /// Ids of every computer with a disk, running or not: what the operator

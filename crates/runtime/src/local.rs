@@ -224,17 +224,6 @@ impl LocalRuntime {
             .remove(id);
     }
 
-    /// Memory the computer uses now (its cgroup's count).
-    pub fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError> {
-        let (sandbox, _) = self
-            .entry(id)
-            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
-        match sandbox.cgroup() {
-            Some(cg) => Ok(cg.memory_bytes()?),
-            None => Ok(0),
-        }
-    }
-
     /// Prepares the disk and run directory, and writes the start configuration.
     fn prepare(&self, spec: &ComputerSpec) -> Result<PathBuf, RuntimeError> {
         let dir = self.dir(&spec.id);
@@ -563,6 +552,16 @@ impl Runtime for LocalRuntime {
         self.entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         Ok(self.dir(id).join("run").join(VNC_SOCKET))
+    }
+
+    fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError> {
+        let (sandbox, _) = self
+            .entry(id)
+            .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
+        match sandbox.cgroup() {
+            Some(cg) => Ok(cg.memory_bytes()?),
+            None => Ok(0),
+        }
     }
 
     fn running(&self) -> Vec<String> {

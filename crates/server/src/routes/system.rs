@@ -128,6 +128,10 @@ pub async fn workers_health(
         if let Some(s) = state.store.get_session(id).await? {
             if principal.can_access(&s) {
                 computers.push(WorkerComputer {
+                    memory_bytes: state
+                        .runtime
+                        .as_ref()
+                        .and_then(|rt| rt.memory_bytes(id).ok()),
                     session_id: s.id,
                     state: s.state,
                 });
