@@ -13,11 +13,9 @@ echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
 mkdir -p "$HOME/.local/bin"
 ln -sf "$PWD/target/release/raworc" "$HOME/.local/bin/raworc" 2>/dev/null || true
-if [ "$(id -u)" = 0 ]; then
-    # The computer image, built once (a few minutes the first time) with progress.
-    echo "==> computer image"
-    target/release/raworc image build
-else
+# As root, `raworc start` builds the computer image first when it is
+# missing (a few minutes, once), with progress.
+if [ "$(id -u)" != 0 ]; then
     echo "==> not root: starting without computers (--runtime none); run as root for computers"
     export RAWORC_RUNTIME=none
 fi

@@ -78,6 +78,12 @@ fn main() {
                 .await
                 .map_err(anyhow::Error::from)
                 .and_then(|r| r),
+            Command::Client(raworc_cli::ClientCommand::Start(args)) => {
+                let data_dir = args.data_dir.clone();
+                tokio::task::spawn_blocking(move || image::ensure_for_start(data_dir.as_deref()))
+                    .await??;
+                raworc_cli::run(raworc_cli::ClientCommand::Start(args)).await
+            }
             Command::Client(cmd) => raworc_cli::run(cmd).await,
             // Handled above, before the runtime started.
             Command::Host { .. } => Ok(()),

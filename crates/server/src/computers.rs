@@ -95,6 +95,10 @@ pub fn operator(
         OperatorConfig {
             max_running: config.max_sessions,
             resync: std::time::Duration::from_millis(config.operator_resync_ms.max(50)),
+            display: raworc_runtime::DisplaySize {
+                width: config.display_size.0,
+                height: config.display_size.1,
+            },
             idle_pause: (config.idle_pause_s > 0)
                 .then(|| std::time::Duration::from_secs(config.idle_pause_s)),
             idle_close: (config.idle_close_s > 0)

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     /// CPU of each computer, in thousandths of a core.
     #[arg(long, env = "RAWORC_COMPUTER_MILLICORES", default_value_t = 1000)]
     pub computer_millicores: u64,
+    /// Screen size of each computer, `WIDTHxHEIGHT`.
+    #[arg(long, env = "RAWORC_DISPLAY_SIZE", default_value = "1024x768", value_parser = parse_display)]
+    pub display_size: (u16, u16),
     /// Pause a running session unused for this many seconds (0: never).
     #[arg(long, env = "RAWORC_IDLE_PAUSE_S", default_value_t = 0)]
     pub idle_pause_s: u64,
@@ -81,6 +84,21 @@ pub struct ServerConfig {
     /// The raworc binary bound into computers [default: this one].
     #[arg(long, env = "RAWORC_HOST_BINARY", hide = true)]
     pub host_binary: Option<PathBuf>,
+}
+
+/// `WIDTHxHEIGHT`, each between 320 and 4096 pixels.
+fn parse_display(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}' is not WIDTHxHEIGHT"))?;
+    let dim = |v: &str| -> Result<u16, String> {
+        v.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (320..=4096).contains(n))
+            .ok_or_else(|| format!("'{v}' is not a size between 320 and 4096"))
+    };
+    Ok((dim(w)?, dim(h)?))
 }
 
 /// Where computers run.
@@ -111,6 +129,7 @@ impl ServerConfig {
             computer_memory_mb: 2048,
             computer_pids: 2048,
             computer_millicores: 1000,
+            display_size: (1024, 768),
             idle_pause_s: 0,
             idle_close_s: 0,
             operator_resync_ms: 10_000,
@@ -134,5 +153,16 @@ impl ServerConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("raworc.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn display_sizes_parse_within_bounds() {
+        assert_eq!(super::parse_display("1280x800"), Ok((1280, 800)));
+        for bad in ["1280", "x800", "100x100", "1280x99999", "axb"] {
+            assert!(super::parse_display(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -55,15 +55,15 @@ pub async fn info(
             .runtime
             .as_ref()
             .is_some_and(|rt| rt.vnc_socket(&id).is_ok());
-    let display = raworc_runtime::DisplaySize::default();
+    let (width, height) = state.config.display_size;
     Ok(Json(VncInfo {
         websocket_path: format!("/vnc/{id}/stream"),
         session_id: id,
         state: session.state,
         available,
         protocol: "rfb",
-        width: display.width,
-        height: display.height,
+        width,
+        height,
         view_only_default: true,
     }))
 }
