@@ -224,6 +224,15 @@ impl Desktop {
                     &window,
                     "--hide-crash-restore-bubble",
                     "--disable-session-crashed-bubble",
+                    // No GPU behind Xvfb: without this Chromium first tries one.
+                    "--disable-gpu",
+                    // Nothing a fresh desktop needs, all of it start-up time
+                    // (and, without egress, connections that only time out).
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
                     "about:blank",
                 ],
             )?,

@@ -111,12 +111,14 @@ async fn bring_up(
     state: &HostState,
     desktop: &Mutex<Option<Desktop>>,
 ) -> Result<Ready, String> {
+    let began = std::time::Instant::now();
     desktop::write_session_files(config)
         .await
         .map_err(|e| e.to_string())?;
     let mut started = Desktop::start_display(env, config.display)
         .await
         .map_err(|e| e.to_string())?;
+    tracing::info!(ms = began.elapsed().as_millis() as u64, "display up");
     let screen = Screen::connect(DISPLAY).map_err(|e| e.to_string())?;
     let size = screen.size();
     let _ = state.computer.set(Computer::new(screen));
@@ -132,7 +134,15 @@ async fn bring_up(
             None => Ok(None),
         }
     };
-    let (setup, window) = tokio::join!(setup, desktop::await_browser_window());
+    let window = async {
+        let shown = desktop::await_browser_window().await;
+        tracing::info!(
+            ms = began.elapsed().as_millis() as u64,
+            "browser window mapped"
+        );
+        shown
+    };
+    let (setup, window) = tokio::join!(setup, window);
     let setup = setup.map_err(|e| e.to_string())?;
     window.map_err(|e| e.to_string())?;
     if let Some(result) = &setup {

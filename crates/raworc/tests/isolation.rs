@@ -41,8 +41,8 @@ async fn running(app: &TestApp, token: &str, id: &str) {
     .await;
 }
 
-/// How many forks computer `id`'s process limit refused (`pids.events`).
-fn pids_refused(id: &str) -> u64 {
+/// Directories of computer `id`'s cgroups.
+fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
     let out = std::process::Command::new("find")
         .args(["/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name"])
         .arg(format!("computer-{id}"))
@@ -50,7 +50,22 @@ fn pids_refused(id: &str) -> u64 {
         .expect("find");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|dir| std::fs::read_to_string(Path::new(dir).join("pids.events")).ok())
+        .map(std::path::PathBuf::from)
+        .collect()
+}
+
+/// The first of computer `id`'s cgroup files called `name`.
+fn cgroup_file(id: &str, name: &str) -> Option<String> {
+    cgroup_dirs(id)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+}
+
+/// How many forks computer `id`'s process limit refused (`pids.events`).
+fn pids_refused(id: &str) -> u64 {
+    cgroup_dirs(id)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("pids.events")).ok())
         .filter_map(|events| {
             events
                 .lines()
@@ -100,6 +115,11 @@ async fn a_computer_sees_and_reaches_nothing_but_itself_and_its_excesses_stay_in
         "echo b-private > /session/data/b.txt; (setsid sleep 4242 >/dev/null 2>&1 &)",
     )
     .await;
+
+    // Started without a CPU cap (a faster start), capped once up: one core.
+    let quota = cgroup_file(&a, "cpu.cfs_quota_us").or_else(|| cgroup_file(&a, "cpu.max"));
+    let quota = quota.expect("a CPU controller file");
+    assert!(quota.starts_with("100000"), "cpu quota {quota}");
 
     // Processes: its own only, its host supervisor as PID 1.
     let ps = run(&app, &token, &a, "ps -eo pid=,args=").await;

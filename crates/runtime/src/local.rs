@@ -37,6 +37,10 @@ const HOST_BINARY_INSIDE: &str = "/run/bin/raworc";
 const START_GRACE: Duration = Duration::from_secs(60);
 /// Time the browser and the rest get to stop before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// A computer starts without its CPU cap, for at most this long: bringing
+/// up a browser is the heaviest thing most computers do, and the cap would
+/// make every start wait for it. The cap applies once the computer is up.
+const START_BURST: Duration = Duration::from_secs(5);
 /// How much of the host's log a start error quotes.
 const LOG_TAIL: usize = 2048;
 
@@ -260,11 +264,19 @@ impl LocalRuntime {
         Ok(dir)
     }
 
-    fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> Result<SandboxSpec, RuntimeError> {
-        let limits = spec
-            .limits
+    /// The limits of computer `spec`.
+    fn limits(&self, spec: &ComputerSpec) -> Limits {
+        spec.limits
             .clone()
-            .unwrap_or_else(|| self.config.limits.clone());
+            .unwrap_or_else(|| self.config.limits.clone())
+    }
+
+    fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> Result<SandboxSpec, RuntimeError> {
+        // CPU is capped once the computer is up (see START_BURST).
+        let limits = Limits {
+            cpu_millicores: None,
+            ..self.limits(spec)
+        };
         Ok(SandboxSpec {
             image: self.config.image.clone(),
             layers: self.disks().layer_paths(&spec.id)?,
@@ -377,6 +389,23 @@ impl Runtime for LocalRuntime {
             }
         }
         let pid = sandbox.pid();
+        let cap = self.limits(spec).cpu_millicores;
+        let capped = {
+            let sandbox = sandbox.clone();
+            move || {
+                if let Some(cg) = sandbox.cgroup() {
+                    // A computer that has ended has no group left to cap.
+                    let _ = cg.limit_cpu(cap);
+                }
+            }
+        };
+        {
+            let capped = capped.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(START_BURST).await;
+                capped();
+            });
+        }
         let exited = self.watch(&spec.id, sandbox)?;
         drop(disks_busy);
         if spec.network == Network::Egress {
@@ -396,7 +425,10 @@ impl Runtime for LocalRuntime {
             _ = ended.wait_for(|e| e.is_some()) => Err(String::new()),
         };
         let reason = match outcome {
-            Ok(ready) => return Ok(ready),
+            Ok(ready) => {
+                capped();
+                return Ok(ready);
+            }
             Err(reason) => reason,
         };
         // When the computer itself ended, its log says more than the socket.

@@ -146,6 +146,9 @@ impl Cgroup {
             make_dir(dir)?;
         }
         cgroup.apply(limits)?;
+        if limits.cpu_millicores.is_some() {
+            cgroup.limit_cpu(limits.cpu_millicores)?;
+        }
         Ok(cgroup)
     }
 
@@ -190,14 +193,8 @@ impl Cgroup {
                 if let Some(p) = limits.pids {
                     write(&dir.join("pids.max"), &p.to_string())?;
                 }
-                if let Some(c) = limits.cpu_millicores {
-                    let quota = cpu_quota_us(c);
-                    write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                }
             }
-            Layout::V1 {
-                memory, pids, cpu, ..
-            } => {
+            Layout::V1 { memory, pids, .. } => {
                 if let Some(m) = limits.memory_bytes {
                     write(&memory.join("memory.limit_in_bytes"), &m.to_string())?;
                     // With swap accounting, the same bound on memory + swap.
@@ -209,13 +206,25 @@ impl Cgroup {
                 if let Some(p) = limits.pids {
                     write(&pids.join("pids.max"), &p.to_string())?;
                 }
-                if let Some(c) = limits.cpu_millicores {
-                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write(&cpu.join("cpu.cfs_quota_us"), &cpu_quota_us(c).to_string())?;
-                }
             }
         }
         Ok(())
+    }
+
+    /// Sets the group's CPU bandwidth (`None`: unlimited). Changeable while
+    /// it runs: computers start unbounded and are capped once up.
+    pub fn limit_cpu(&self, millicores: Option<u64>) -> Result<(), SandboxError> {
+        match &self.layout {
+            Layout::V2(dir) => {
+                let quota = millicores.map_or("max".to_string(), |c| cpu_quota_us(c).to_string());
+                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))
+            }
+            Layout::V1 { cpu, .. } => {
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                let quota = millicores.map_or("-1".to_string(), |c| cpu_quota_us(c).to_string());
+                write(&cpu.join("cpu.cfs_quota_us"), &quota)
+            }
+        }
     }
 
     /// Every directory of the group: one on v2, one per controller on v1.

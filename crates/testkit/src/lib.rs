@@ -369,6 +369,25 @@ impl TestApp {
     }
 }
 
+impl Drop for TestApp {
+    /// A test that failed before [`TestApp::stop`] would leave its
+    /// computers running after the test process ends: stop them here.
+    fn drop(&mut self) {
+        let Some(runtime) = self.running.as_ref().and_then(|r| r.state.runtime.clone()) else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(runtime.stop_all());
+            }
+        })
+        .join();
+    }
+}
+
 /// Runs `async fn $name(backend: Backend)` once per enabled backend, as
 /// `$name::sqlite`, `$name::postgres` and `$name::mysql`.
 #[macro_export]
