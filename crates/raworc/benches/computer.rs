@@ -92,7 +92,7 @@ impl Bench {
         r.body
     }
 
-    /// Polls the session every 2 ms until it is in `state`.
+    /// Polls the session every 5 ms until it is in `state`.
     async fn reach(&self, id: &str, state: &str) {
         let path = format!("/api/v0/sessions/{id}");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -103,7 +103,7 @@ impl Bench {
                 return;
             }
             assert!(Instant::now() < deadline, "{id} never became {state}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
