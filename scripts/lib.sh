@@ -34,9 +34,10 @@ ensure_build_tools() {
 }
 
 # What building and running computers needs on the host: debootstrap (the
-# image), util-linux (unshare, mount, nsenter), iproute2 and nftables (egress).
+# image), util-linux (unshare, mount, nsenter), iproute2 and nftables (egress),
+# btrfs-progs (disks on a btrfs image: snapshots for remixes of running sessions).
 ensure_computer_tools() {
     if command -v apt-get >/dev/null 2>&1; then
-        apt_install debootstrap util-linux iproute2 nftables
+        apt_install debootstrap util-linux iproute2 nftables btrfs-progs
     fi
 }

@@ -980,3 +980,94 @@ async fn idle_sessions_are_paused_then_closed_and_use_keeps_them_running() {
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
     app.stop().await;
 }
+
+/// Whether `path` is a mount point of a btrfs file system.
+fn btrfs_mounted_at(path: &Path) -> bool {
+    let path = path.canonicalize().unwrap_or_default();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            fields.get(4) == Some(&&*path.to_string_lossy()) && l.contains(" - btrfs ")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_btrfs_disk_image_a_running_session_is_remixed_by_snapshot() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.disk_image_size = 4;
+    })
+    .await;
+    let computers = app.data_dir.join("computers");
+    assert!(btrfs_mounted_at(&computers), "the disk image is mounted");
+    let token = app.operator("dev", "user").await;
+    let parent = app.session(&token, json!({})).await;
+    await_state(&app, &token, &parent, "running").await;
+    run(&app, &token, &parent, "head -c 50M /dev/urandom > /session/data/blob; sha256sum /session/data/blob > /session/data/sum").await;
+
+    // Remixed while it runs: the child starts from a snapshot of its disk.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/remix"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let child = r.body["id"].as_str().unwrap().to_owned();
+    await_state(&app, &token, &child, "running").await;
+    run(&app, &token, &child, "cd /session/data && sha256sum -c sum").await;
+    let layers = std::fs::read_to_string(computers.join(&child).join("layers")).unwrap();
+    // The layer entry names the snapshot and the upper layer inside it.
+    let entry = layers.lines().next().expect("a layer");
+    let snapshot = entry
+        .strip_suffix("/upper")
+        .expect("a snapshot's upper layer");
+    let layer = computers.join(".layers").join(snapshot);
+    let ro = std::process::Command::new("btrfs")
+        .args(["property", "get", "-ts"])
+        .arg(&layer)
+        .arg("ro")
+        .output()
+        .expect("btrfs");
+    assert_eq!(
+        String::from_utf8_lossy(&ro.stdout).trim(),
+        "ro=true",
+        "a read-only snapshot at {}: {}",
+        layer.display(),
+        String::from_utf8_lossy(&ro.stderr)
+    );
+    assert_eq!(
+        run(&app, &token, &parent, "echo parent-goes-on").await,
+        "parent-goes-on\n"
+    );
+    run(&app, &token, &parent, "echo later > /session/data/later").await;
+    let out = exec(&app, &token, &child, "cat /session/data/later").await;
+    assert_ne!(
+        out.body["exit_code"], 0,
+        "the child sees the parent's later changes"
+    );
+
+    // Deleting both leaves no layer; a clean stop unmounts the image.
+    for id in [&child, &parent] {
+        let r = app
+            .delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    await_some("every layer to be removed", 60, || async {
+        let left = std::fs::read_dir(computers.join(".layers"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    assert!(
+        !btrfs_mounted_at(&data_dir.join("computers")),
+        "unmounted at shutdown"
+    );
+}

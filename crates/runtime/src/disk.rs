@@ -3,12 +3,17 @@
 //!
 //! A computer's root is the image, then zero or more read-only layers,
 //! then its own writable `upper/`. Its layers are listed, topmost first, in
-//! `<computer>/layers`; layers live in `<computers>/.layers/<layer>/` and
-//! are shared between computers. To fork a stopped computer, its upper
-//! directory is renamed into a new layer (a rename: O(1)) that both it and
-//! the child then sit on, each with a fresh upper. A running parent cannot
-//! give up its upper, so it is frozen and its upper copied
-//! (`cp --reflink=auto`: cheap on file systems that share extents).
+//! `<computer>/layers`; layers live in `<computers>/.layers/` and are
+//! shared between computers.
+//!
+//! When disks live on btrfs (`--disk-image-size`), each computer's
+//! directory is a subvolume, and a fork snapshots it read-only into a new
+//! layer whose `upper/` the child sits on — running or not, at a cost that
+//! follows the data not yet written back, not the disk's size. Elsewhere, a
+//! stopped parent's upper directory is renamed into a new layer (O(1)) that
+//! both it and the child then sit on, each with a fresh upper; a running
+//! parent, which cannot give up its upper, is frozen and its upper copied
+//! (`cp --reflink=auto`: cheap only where extents can be shared).
 //! Directories the child must not inherit are hidden by opaque directories
 //! in its upper layer. Layers nobody lists any more are removed.
 
@@ -63,6 +68,33 @@ impl Disks {
             .collect())
     }
 
+    /// Makes computer `id`'s directory and upper layer if missing. On btrfs
+    /// the directory is a subvolume (overlayfs needs the upper layer and its
+    /// work directory in one subvolume), which a remix snapshots whole.
+    pub fn make_disk(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.computers.join(id);
+        if !dir.exists() {
+            std::fs::create_dir_all(&self.computers)
+                .map_err(io(format!("creating {}", self.computers.display())))?;
+            if is_btrfs(&self.computers) {
+                btrfs(&["subvolume", "create", &dir.to_string_lossy()])?;
+            } else {
+                std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            }
+        }
+        let upper = self.upper(id);
+        match std::fs::create_dir(&upper) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io(format!("creating {}", upper.display()))(e)),
+        }
+    }
+
+    /// Whether computer `id`'s disk can be snapshotted (btrfs).
+    pub fn snapshots(&self, id: &str) -> bool {
+        is_subvolume(&self.computers.join(id))
+    }
+
     fn write_layers(&self, id: &str, layers: &[String]) -> Result<(), RuntimeError> {
         let path = self.computers.join(id).join(LAYERS_FILE);
         let tmp = path.with_extension("new");
@@ -102,17 +134,30 @@ impl Disks {
         std::fs::rename(&upper, &path).map_err(io(format!("moving {}", upper.display())))?;
         layers.insert(0, name);
         self.write_layers(id, &layers)?;
-        std::fs::create_dir(&upper).map_err(io(format!("creating {}", upper.display())))?;
+        self.make_disk(id)?;
         Ok(layers)
     }
 
-    /// A copy of the upper layer of computer `id` (frozen by the caller)
-    /// as a new layer on top of its layers; the layers a child takes.
+    /// A snapshot (btrfs) or copy of the upper layer of computer `id`
+    /// (frozen by the caller if it runs) as a new layer on top of its
+    /// layers; the layers a child takes. A layer entry names a directory of
+    /// the layer store, and for snapshots the upper layer inside it.
     pub fn snapshot(&self, id: &str) -> Result<Vec<String>, RuntimeError> {
         let mut layers = self.layers(id)?;
         self.check_depth(layers.len())?;
         let (name, path) = self.new_layer(id)?;
         let upper = self.upper(id);
+        if self.snapshots(id) {
+            btrfs(&[
+                "subvolume",
+                "snapshot",
+                "-r",
+                &self.computers.join(id).to_string_lossy(),
+                &path.to_string_lossy(),
+            ])?;
+            layers.insert(0, format!("{name}/upper"));
+            return Ok(layers);
+        }
         let out = std::process::Command::new("cp")
             .args(["-a", "--reflink=auto"])
             .arg(&upper)
@@ -143,7 +188,7 @@ impl Disks {
     /// directories in `hide` (relative, e.g. `session/data`) empty.
     pub fn create(&self, id: &str, layers: &[String], hide: &[&str]) -> Result<(), RuntimeError> {
         let upper = self.upper(id);
-        std::fs::create_dir_all(&upper).map_err(io(format!("creating {}", upper.display())))?;
+        self.make_disk(id)?;
         self.write_layers(id, layers)?;
         for dir in hide {
             let mut rel = PathBuf::new();
@@ -183,7 +228,9 @@ impl Disks {
             for c in computers.flatten() {
                 if let Some(id) = c.file_name().to_str() {
                     if !id.starts_with('.') {
-                        used.extend(self.layers(id)?);
+                        for layer in self.layers(id)? {
+                            used.insert(layer.split('/').next().unwrap_or_default().to_owned());
+                        }
                     }
                 }
             }
@@ -191,11 +238,59 @@ impl Disks {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !used.contains(&name) {
-                std::fs::remove_dir_all(entry.path())
-                    .map_err(io(format!("removing {}", entry.path().display())))?;
+                remove_tree(&entry.path())?;
             }
         }
         Ok(())
+    }
+}
+
+/// btrfs' `statfs` magic.
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+
+/// Whether `path` is on btrfs.
+pub(crate) fn is_btrfs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut stat) };
+    rc == 0 && stat.f_type as i64 == BTRFS_SUPER_MAGIC
+}
+
+/// Whether `path` is the root of a btrfs subvolume (always inode 256).
+fn is_subvolume(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    is_btrfs(path) && std::fs::metadata(path).is_ok_and(|m| m.ino() == 256)
+}
+
+fn btrfs(args: &[&str]) -> Result<(), RuntimeError> {
+    let out = std::process::Command::new("btrfs")
+        .args(args)
+        .output()
+        .map_err(io("running btrfs (install btrfs-progs)"))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Start(format!(
+            "btrfs {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes a layer or a disk: subvolumes (snapshots are read-only)
+/// through btrfs, everything else as a tree (a writable subvolume inside
+/// goes with it once empty).
+pub(crate) fn remove_tree(path: &Path) -> Result<(), RuntimeError> {
+    if is_subvolume(path) {
+        return btrfs(&["subvolume", "delete", &path.to_string_lossy()]);
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(format!("removing {}", path.display()))(e)),
     }
 }
 

@@ -24,7 +24,7 @@ use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, SOCKET, VNC_SOCKET};
 use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
 use tokio::sync::watch;
 
-use crate::disk::Disks;
+use crate::disk::{remove_tree, Disks};
 use crate::net::{resolv_conf, Egress, SLOT_FILE};
 use crate::{
     check_id, io, ComputerSpec, ComputerState, Inherit, Network, Ready, Runtime, RuntimeError,
@@ -231,7 +231,8 @@ impl LocalRuntime {
     /// Prepares the disk and run directory, and writes the start configuration.
     fn prepare(&self, spec: &ComputerSpec) -> Result<PathBuf, RuntimeError> {
         let dir = self.dir(&spec.id);
-        for sub in ["upper", "work", "root"] {
+        self.disks().make_disk(&spec.id)?;
+        for sub in ["work", "root"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
         }
@@ -501,12 +502,15 @@ impl Runtime for LocalRuntime {
             )));
         }
         let disks = self.disks();
+        let running = self.entry(parent);
         let layers = if !self.dir(parent).join("upper").is_dir() {
             Vec::new()
-        } else if let Some((sandbox, _)) = self.entry(parent) {
-            // A running parent keeps its upper layer: copy it, frozen so
-            // that the copy is of one moment.
-            let cgroup = sandbox.cgroup();
+        } else if running.is_some() || disks.snapshots(parent) {
+            // A running parent keeps its upper layer: snapshot or copy it,
+            // frozen so that it is of one moment. On btrfs a stopped one
+            // is snapshotted too (its own layers stay as they are).
+            let sandbox = running.map(|(sandbox, _)| sandbox);
+            let cgroup = sandbox.as_ref().and_then(|s| s.cgroup());
             let was_frozen = match cgroup {
                 Some(cg) => cg.is_frozen()?,
                 None => false,
@@ -542,11 +546,7 @@ impl Runtime for LocalRuntime {
         let dir = self.dir(id);
         let disks = self.disks();
         blocking(move || {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
-            }
+            remove_tree(&dir)?;
             disks.collect_garbage()
         })
         .await

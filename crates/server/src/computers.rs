@@ -1,7 +1,7 @@
 //! Wiring of the computer side: the runtime chosen by `--runtime`, the
 //! image it runs, and the operator that drives sessions' computers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -50,6 +50,10 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
             .await?
             .context("preparing the computer image")?
             .0;
+            if config.disk_image_size > 0 {
+                let (data_dir, size) = (config.data_dir(), config.disk_image_size);
+                tokio::task::spawn_blocking(move || mount_disk_image(&data_dir, size)).await??;
+            }
             let host_binary = match &config.host_binary {
                 Some(path) => path.clone(),
                 None => std::env::current_exe().context("locating the raworc binary")?,
@@ -68,6 +72,96 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
             Ok(Some(Arc::new(runtime)))
         }
     }
+}
+
+/// The sparse file holding computers' disks with `--disk-image-size`.
+fn disk_image(data_dir: &Path) -> PathBuf {
+    data_dir.join("disks.btrfs")
+}
+
+/// Mounts the btrfs disk image at `<data-dir>/computers` (made on first
+/// use), unless it is mounted already (a restart after a crash).
+fn mount_disk_image(data_dir: &Path, size_gib: u64) -> anyhow::Result<()> {
+    let computers = data_dir.join("computers");
+    if is_mount_point(&computers) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&computers)
+        .with_context(|| format!("creating {}", computers.display()))?;
+    if std::fs::read_dir(&computers)?.next().is_some() {
+        bail!(
+            "{} already holds disks outside a disk image; move them away or start without --disk-image-size",
+            computers.display()
+        );
+    }
+    let image = disk_image(data_dir);
+    if !image.exists() {
+        let file = std::fs::File::create(&image)
+            .with_context(|| format!("creating {}", image.display()))?;
+        file.set_len(size_gib << 30)
+            .with_context(|| format!("sizing {}", image.display()))?;
+        run("mkfs.btrfs", &["-q".as_ref(), image.as_os_str()])
+            .context("making the disk image's file system (install btrfs-progs)")?;
+    }
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "loop".as_ref(),
+            image.as_os_str(),
+            computers.as_os_str(),
+        ],
+    )
+    .context("mounting the disk image")?;
+    tracing::info!(image = %image.display(), "computers' disks on a btrfs disk image");
+    Ok(())
+}
+
+/// Unmounts the disk image (at shutdown, once every computer has stopped).
+pub fn unmount_disk_image(config: &ServerConfig) {
+    let computers = config.data_dir().join("computers");
+    if config.disk_image_size == 0 || !is_mount_point(&computers) {
+        return;
+    }
+    // Computers that have just ended may hold it for a moment.
+    for _ in 0..50 {
+        if run("umount", &[computers.as_os_str()]).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Still busy: detach it now; the kernel lets go once nothing uses it.
+    if let Err(e) = run("umount", &["--lazy".as_ref(), computers.as_os_str()]) {
+        tracing::warn!(error = %e, "could not unmount the disk image");
+    } else {
+        tracing::warn!("the disk image was busy at shutdown; detached it lazily");
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mount_point| mount_point == wanted)
+}
+
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The image's name, for health reports.

@@ -64,6 +64,12 @@ pub struct ServerConfig {
     /// CPU of each computer, in thousandths of a core.
     #[arg(long, env = "RAWORC_COMPUTER_MILLICORES", default_value_t = 1000)]
     pub computer_millicores: u64,
+    /// Keep computers' disks on a btrfs file system in a sparse file of this
+    /// many GiB (`<data-dir>/disks.btrfs`, mounted at `<data-dir>/computers`),
+    /// so that remixing a running session snapshots its disk instead of
+    /// copying it. 0 keeps disks as plain directories in the data dir.
+    #[arg(long, env = "RAWORC_DISK_IMAGE_SIZE", default_value_t = 0)]
+    pub disk_image_size: u64,
     /// Screen size of each computer, `WIDTHxHEIGHT`.
     #[arg(long, env = "RAWORC_DISPLAY_SIZE", default_value = "1024x768", value_parser = parse_display)]
     pub display_size: (u16, u16),
@@ -129,6 +135,7 @@ impl ServerConfig {
             computer_memory_mb: 2048,
             computer_pids: 2048,
             computer_millicores: 1000,
+            disk_image_size: 0,
             display_size: (1024, 768),
             idle_pause_s: 0,
             idle_close_s: 0,

@@ -102,6 +102,7 @@ impl Running {
         }
         if let Some(runtime) = &self.state.runtime {
             runtime.stop_all().await;
+            computers::unmount_disk_image(&self.state.config);
         }
         self.state.store.close().await;
         Ok(())

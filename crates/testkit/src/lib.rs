@@ -373,7 +373,10 @@ impl Drop for TestApp {
     /// A test that failed before [`TestApp::stop`] would leave its
     /// computers running after the test process ends: stop them here.
     fn drop(&mut self) {
-        let Some(runtime) = self.running.as_ref().and_then(|r| r.state.runtime.clone()) else {
+        let Some(state) = self.running.as_ref().map(|r| r.state.clone()) else {
+            return;
+        };
+        let Some(runtime) = state.runtime.clone() else {
             return;
         };
         let _ = std::thread::spawn(move || {
@@ -383,6 +386,7 @@ impl Drop for TestApp {
             {
                 rt.block_on(runtime.stop_all());
             }
+            raworc_server::computers::unmount_disk_image(&state.config);
         })
         .join();
     }
