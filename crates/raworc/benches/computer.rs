@@ -8,8 +8,9 @@
 //! create → `running` (desktop up, Chromium window mapped), close →
 //! `closed`, restore → `running`, screenshots (blank and busy screen) and
 //! clicks beside the reference `scrot` + ImageMagick and `xdotool` paths
-//! run inside the same computer, a remix of a 10 MB and a 1 GB disk, and
-//! the memory of idle computers.
+//! run inside the same computer, remixes of 10 MB and 1 GB disks (stopped
+//! and running parents; plain directories and a btrfs disk image), and the
+//! memory of idle computers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -333,6 +334,8 @@ async fn run() {
         }
     }
 
+    b.running_remixes("plain directories").await;
+
     // Memory of idle computers.
     let mut fleet = Vec::new();
     for _ in 0..IDLE_FLEET {
@@ -359,4 +362,54 @@ async fn run() {
         (24u64 << 30) / mean.max(1)
     );
     b.app.stop().await;
+
+    // The same running-parent remixes with disks on a btrfs image.
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.disk_image_size = 8;
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let b = Bench { app, token };
+    b.running_remixes("btrfs image").await;
+    b.app.stop().await;
+}
+
+impl Bench {
+    /// Forks of a *running* parent with 10 MB and 1 GB on its disk (written
+    /// back first, so that the figure is the fork's own cost).
+    async fn running_remixes(&self, store: &str) {
+        let runtime = self.app.state().runtime.clone().expect("runtime");
+        for (label, mb) in [("10 MB", 10), ("1 GB", 1024)] {
+            let parent = self.create(json!({})).await;
+            self.reach(&parent, "running").await;
+            self.exec(
+                &parent,
+                &format!("head -c {mb}M /dev/urandom > /session/data/blob; sync"),
+            )
+            .await;
+            let mut forks = Vec::new();
+            for i in 0..5 {
+                let child = format!("bench-live-{mb}-{i}");
+                let t = Instant::now();
+                runtime
+                    .fork(
+                        &parent,
+                        &child,
+                        Inherit {
+                            data: true,
+                            code: true,
+                        },
+                    )
+                    .await
+                    .expect("fork");
+                forks.push(t.elapsed());
+                runtime.remove(&child).await.expect("remove");
+            }
+            summary(&format!("fork of a running {label} disk ({store})"), forks);
+            self.app
+                .delete(&format!("/api/v0/sessions/{parent}"), Some(&self.token))
+                .await;
+        }
+    }
 }
