@@ -73,6 +73,8 @@ pub struct Session {
     pub parent_id: Option<String>,
     /// What the computer may reach: `none` (default) or `egress`.
     pub network: SessionNetwork,
+    /// Resources asked for; absent fields take the server's.
+    pub limits: SessionLimits,
     /// Why the session is `errored`, when it is.
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -108,6 +110,22 @@ impl SessionNetwork {
     }
 }
 
+/// Resources of a session's computer; fields left out take the server's
+/// values, which are also the most a session may ask for.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    /// Memory (and swap) in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// CPU in thousandths of a core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millicores: Option<u64>,
+}
+
 /// `POST /sessions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +150,9 @@ pub struct CreateSession {
     /// `none` (default: loopback only) or `egress` (outbound internet).
     #[serde(default)]
     pub network: Option<SessionNetwork>,
+    /// Resources of the computer, up to the server's.
+    #[serde(default)]
+    pub limits: Option<SessionLimits>,
 }
 
 /// `PUT /sessions/{id}`: fields left out stay as they are.

@@ -138,7 +138,11 @@ async fn start(shared: &Shared, s: &SessionRow, from: SessionState) -> Result<()
         setup: s.setup.clone(),
         instructions: s.instructions.clone(),
         secrets,
-        limits: None,
+        limits: Some(raworc_runtime::Limits {
+            memory_bytes: s.limits.memory_mb.map(|mb| mb << 20),
+            pids: s.limits.pids,
+            cpu_millicores: s.limits.millicores,
+        }),
         network: match s.network {
             SessionNetwork::Egress => Network::Egress,
             SessionNetwork::None => Network::None,

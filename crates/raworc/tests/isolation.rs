@@ -391,3 +391,66 @@ async fn egress_reaches_the_internet_but_never_the_host_or_other_computers() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_sets_its_own_limits_within_the_servers() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+    })
+    .await;
+    let token = app.operator("dev", "user").await;
+    for (limits, says) in [
+        (json!({"memory_mb": 4096}), "limits.memory_mb"),
+        (json!({"pids": 10}), "limits.pids"),
+        (json!({"millicores": 5000}), "limits.millicores"),
+        (json!({"disk_gb": 5}), "disk_gb"),
+    ] {
+        let r = app
+            .post(
+                "/api/v0/sessions",
+                Some(&token),
+                json!({ "limits": limits }),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{limits}: {:?}",
+            r.body
+        );
+        assert!(r.error().contains(says), "{limits}: {}", r.error());
+    }
+    let id = app
+        .session(
+            &token,
+            json!({"limits": {"memory_mb": 512, "pids": 200, "millicores": 500}}),
+        )
+        .await;
+    running(&app, &token, &id).await;
+    let s = app
+        .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+        .await;
+    assert_eq!(
+        s.body["limits"],
+        json!({"memory_mb": 512, "pids": 200, "millicores": 500})
+    );
+    let memory =
+        cgroup_file(&id, "memory.limit_in_bytes").or_else(|| cgroup_file(&id, "memory.max"));
+    assert_eq!(memory.as_deref().map(str::trim), Some("536870912"));
+    assert_eq!(
+        cgroup_file(&id, "pids.max").as_deref().map(str::trim),
+        Some("200")
+    );
+    let quota = cgroup_file(&id, "cpu.cfs_quota_us").or_else(|| cgroup_file(&id, "cpu.max"));
+    assert!(quota.unwrap_or_default().starts_with("50000"));
+    // A remix takes its parent's limits.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/remix"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.body["limits"]["memory_mb"], 512, "{:?}", r.body);
+    app.stop().await;
+}

@@ -52,7 +52,7 @@ pub struct ComputerSpec {
     pub setup: Option<String>,
     pub instructions: Option<String>,
     pub secrets: BTreeMap<String, String>,
-    /// `None` takes the runtime's defaults.
+    /// Limits set here win over the runtime's defaults, field by field.
     pub limits: Option<Limits>,
     pub network: Network,
 }

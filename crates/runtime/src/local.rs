@@ -265,11 +265,17 @@ impl LocalRuntime {
         Ok(dir)
     }
 
-    /// The limits of computer `spec`.
+    /// The limits of computer `spec`: its own, else the defaults.
     fn limits(&self, spec: &ComputerSpec) -> Limits {
-        spec.limits
-            .clone()
-            .unwrap_or_else(|| self.config.limits.clone())
+        let default = &self.config.limits;
+        match &spec.limits {
+            None => default.clone(),
+            Some(own) => Limits {
+                memory_bytes: own.memory_bytes.or(default.memory_bytes),
+                pids: own.pids.or(default.pids),
+                cpu_millicores: own.cpu_millicores.or(default.cpu_millicores),
+            },
+        }
     }
 
     fn sandbox_spec(&self, spec: &ComputerSpec, dir: &Path) -> Result<SandboxSpec, RuntimeError> {

@@ -123,6 +123,39 @@ pub fn content(field: &str, value: &str) -> Result<(), ApiError> {
     no_nul(field, value)
 }
 
+/// A session's limits: each between a floor a desktop needs and the
+/// server's own value.
+pub fn limits(
+    limits: &raworc_api::SessionLimits,
+    config: &crate::config::ServerConfig,
+) -> Result<(), ApiError> {
+    let checks = [
+        (
+            "memory_mb",
+            limits.memory_mb,
+            256,
+            config.computer_memory_mb,
+        ),
+        ("pids", limits.pids, 64, config.computer_pids),
+        (
+            "millicores",
+            limits.millicores,
+            100,
+            config.computer_millicores,
+        ),
+    ];
+    for (field, value, floor, max) in checks {
+        if let Some(v) = value {
+            if v < floor || v > max {
+                return Err(ApiError::unprocessable(format!(
+                    "limits.{field}: must be between {floor} and {max} (this server's limit)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Sessions and their lifecycle transitions.
 
-use raworc_api::{SessionNetwork, SessionState};
+use raworc_api::{SessionLimits, SessionNetwork, SessionState};
 
 use crate::audit::{self, AuditRecord};
 use crate::db::{self, Row};
@@ -23,6 +23,7 @@ pub struct SessionRow {
     pub secret_names: Vec<String>,
     pub parent_id: Option<String>,
     pub network: SessionNetwork,
+    pub limits: SessionLimits,
     pub error: Option<String>,
     pub message_seq: i64,
     pub created_at: i64,
@@ -43,6 +44,7 @@ pub struct NewSession {
     pub sealed_secrets: Vec<(String, String)>,
     pub prompt: Option<String>,
     pub network: SessionNetwork,
+    pub limits: SessionLimits,
 }
 
 /// Fields of `PUT /sessions/{id}`; `None` leaves a field as it is.
@@ -121,7 +123,7 @@ macro_rules! session_columns {
     () => {
         "id, owner, owner_type, name, state, desired_state, busy, instructions, setup, \
     metadata, secret_names, parent_id, error, message_seq, created_at, updated_at, last_activity_at, deleted_at, \
-    network"
+    network, limits"
     };
 }
 
@@ -152,6 +154,8 @@ fn from_row(row: &Row) -> Result<SessionRow> {
             SessionNetwork::parse(&n)
                 .ok_or_else(|| StoreError::Corrupt(format!("session network '{n}'")))?
         },
+        limits: serde_json::from_str(&row.text("limits")?)
+            .map_err(|e| StoreError::Corrupt(format!("session limits: {e}")))?,
         error: row.opt_text("error")?,
         message_seq: row.i64("message_seq")?,
         created_at: row.i64("created_at")?,
@@ -188,7 +192,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
     let sql = dialect.sql(concat!(
         "INSERT INTO sessions (",
         session_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ));
     db::query(&sql)
         .bind(&s.id)
@@ -210,6 +214,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
         .bind(s.last_activity_at)
         .bind(s.deleted_at)
         .bind(s.network.as_str())
+        .bind(serde_json::to_string(&s.limits).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -259,6 +264,7 @@ impl Store {
                         secret_names: new.sealed_secrets.iter().map(|(n, _)| n.clone()).collect(),
                         parent_id: None,
                         network: new.network,
+                        limits: new.limits,
                         error: None,
                         message_seq: 0,
                         created_at: now,
@@ -559,6 +565,7 @@ impl Store {
                         secret_names: parent.secret_names.clone(),
                         parent_id: Some(parent.id.clone()),
                         network: parent.network,
+                        limits: parent.limits,
                         error: None,
                         message_seq: 0,
                         created_at: now,

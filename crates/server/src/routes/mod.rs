@@ -25,6 +25,7 @@ pub(crate) fn session_json(s: SessionRow) -> Session {
         metadata: s.metadata,
         parent_id: s.parent_id,
         network: s.network,
+        limits: s.limits,
         error: s.error,
         created_at: timestamp_from_millis(s.created_at),
         updated_at: timestamp_from_millis(s.updated_at),

@@ -109,6 +109,8 @@ pub async fn create(
         validate::content("prompt", p)?;
     }
     let metadata = validate::metadata(&body.metadata)?;
+    let limits = body.limits.unwrap_or_default();
+    validate::limits(&limits, &state.config)?;
     ensure_capacity(&state).await?;
     let secrets = body.secrets.unwrap_or_default();
     validate::secrets(&secrets)?;
@@ -130,6 +132,7 @@ pub async fn create(
         sealed_secrets: sealed,
         prompt: body.prompt,
         network: body.network.unwrap_or_default(),
+        limits,
     };
     let (row, _first) = audit
         .write(StatusCode::CREATED, |rec| {
