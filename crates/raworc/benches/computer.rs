@@ -25,7 +25,7 @@ const STARTS: usize = 5;
 const CALLS: usize = 200;
 const REFERENCE_CALLS: usize = 30;
 /// Idle computers started together to measure memory per computer.
-const IDLE_FLEET: usize = 6;
+const IDLE_FLEET: usize = 16;
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -56,6 +56,17 @@ fn busy_page() -> String {
     }
     html.push_str("</table></body></html>");
     html
+}
+
+/// `MemAvailable` of this machine, in bytes.
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb << 10)
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -336,7 +347,9 @@ async fn run() {
 
     b.running_remixes("plain directories").await;
 
-    // Memory of idle computers.
+    // Memory of idle computers: their cgroups' count, and what the machine
+    // as a whole has less of.
+    let available_before = mem_available();
     let mut fleet = Vec::new();
     for _ in 0..IDLE_FLEET {
         fleet.push(b.create(json!({})).await);
@@ -360,6 +373,18 @@ async fn run() {
         "{:<52} {}",
         "idle computers per 24 GiB (by that mean)",
         (24u64 << 30) / mean.max(1)
+    );
+    let spent = available_before.saturating_sub(mem_available()) / fleet.len() as u64;
+    println!(
+        "{:<52} {:.0} MiB per computer (MemAvailable before and after {} idle computers)",
+        "machine memory per idle computer",
+        mib(spent),
+        fleet.len()
+    );
+    println!(
+        "{:<52} {}",
+        "idle computers per 24 GiB (by the machine's figure)",
+        (24u64 << 30) / spent.max(1)
     );
     b.app.stop().await;
 
