@@ -6,13 +6,14 @@
 //! reports with [`crate::Operator::touch`] (kept in memory: a call per
 //! screenshot must not cost a database write). A restart of the control
 //! plane counts as use, so that nothing is paused for time it was away.
+//! Each change goes into the audit log with `operator` as its author.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raworc_api::SessionState;
-use raworc_store::{SessionRow, SessionTransition, StoreError};
+use raworc_store::{AuditRecord, SessionRow, SessionTransition, StoreError};
 
 use crate::Shared;
 
@@ -95,9 +96,31 @@ pub(crate) async fn enforce(
         let Some(change) = due(s.state, idle, pause, close) else {
             continue;
         };
+        // Recorded like the same change asked through the API, with the
+        // operator as its author.
+        let (action, target) = match change {
+            SessionTransition::Pause => (
+                "PUT /api/v0/sessions/{id}/state",
+                format!("/api/v0/sessions/{}/state", s.id),
+            ),
+            _ => (
+                "POST /api/v0/sessions/{id}/close",
+                format!("/api/v0/sessions/{}/close", s.id),
+            ),
+        };
+        let record = AuditRecord {
+            at: now,
+            principal: "operator".into(),
+            principal_type: None,
+            action: action.into(),
+            target,
+            session_id: Some(s.id.clone()),
+            outcome: 200,
+            request_id: String::new(),
+        };
         match shared
             .store
-            .transition_session(s.id.clone(), change, None)
+            .transition_session(s.id.clone(), change, Some(record))
             .await
         {
             Ok(_) => {

@@ -978,6 +978,28 @@ async fn idle_sessions_are_paused_then_closed_and_use_keeps_them_running() {
     await_state(&app, &token, &id, "closed").await;
     assert!(computer_dir(&app, &id).join("upper").is_dir());
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
+    // Both changes are in the audit log, by the operator.
+    let audit = app
+        .get(
+            &format!("/api/v0/audit?principal=operator&session_id={id}"),
+            Some(&app.admin_token),
+        )
+        .await;
+    let actions: Vec<&str> = audit
+        .body
+        .as_array()
+        .expect("audit rows")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"PUT /api/v0/sessions/{id}/state"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"POST /api/v0/sessions/{id}/close"),
+        "{actions:?}"
+    );
     app.stop().await;
 }
 
