@@ -1,5 +1,11 @@
 //! The control plane's side of the host socket: one HTTP/1.1 request per
 //! connection (a unix connect costs microseconds), JSON in and out.
+//!
+//! The socket lives in a directory the computer can write to, so the
+//! computer could replace it with a link to any socket of the host. The
+//! control plane (root) therefore checks, after connecting, that the
+//! listening process is in the computer's pid namespace
+//! ([`connect_checked`]), and reads answers only up to a bound.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,10 +33,41 @@ pub enum HostError {
     Protocol(String),
 }
 
+/// Largest JSON answer read from a host (command output is cut well below).
+const MAX_JSON: usize = 16 << 20;
+/// Largest screenshot read from a host.
+const MAX_IMAGE: usize = 64 << 20;
+
+/// Connects to the unix socket at `path` and, when `pid_namespace` is given
+/// (as `/proc/<pid>/ns/pid` reads, e.g. `pid:[4026532345]`), makes sure the
+/// process listening on it lives in that namespace.
+pub async fn connect_checked(
+    path: &Path,
+    pid_namespace: Option<&str>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    if let Some(expected) = pid_namespace {
+        let denied = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+        let pid = stream
+            .peer_cred()?
+            .pid()
+            .ok_or_else(|| denied("the socket's owner is unknown".into()))?;
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid"))?;
+        if theirs.as_os_str() != expected {
+            return Err(denied(format!(
+                "{} is not served from inside the computer",
+                path.display()
+            )));
+        }
+    }
+    Ok(stream)
+}
+
 /// Talks to one computer's host.
 #[derive(Debug, Clone)]
 pub struct HostClient {
     socket: PathBuf,
+    pid_namespace: Option<String>,
 }
 
 impl HostClient {
@@ -38,7 +75,49 @@ impl HostClient {
     pub fn new(run_dir: &Path) -> HostClient {
         HostClient {
             socket: run_dir.join(SOCKET),
+            pid_namespace: None,
         }
+    }
+
+    /// Talks only to a host listening from inside pid namespace `ns` (see
+    /// [`connect_checked`]).
+    pub fn in_namespace(mut self, ns: Option<String>) -> HostClient {
+        self.pid_namespace = ns;
+        self
+    }
+
+    /// The pid namespace this client insists on.
+    pub fn namespace(&self) -> Option<&str> {
+        self.pid_namespace.as_deref()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, HostError> {
+        let stream = connect_checked(&self.socket, self.pid_namespace.as_deref())
+            .await
+            .map_err(|e| HostError::Unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| HostError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "computer")
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| HostError::Unreachable(e.to_string()))
     }
 
     async fn request(
@@ -48,35 +127,12 @@ impl HostClient {
         content_type: &str,
         body: Bytes,
         timeout: Duration,
+        limit: usize,
     ) -> Result<(StatusCode, Bytes), HostError> {
         let exchange = async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| HostError::Unreachable(e.to_string()))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| HostError::Unreachable(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(hyper::header::HOST, "computer")
-                .header(hyper::header::CONTENT_TYPE, content_type)
-                .body(Full::new(body))
-                .map_err(|e| HostError::Protocol(e.to_string()))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| HostError::Unreachable(e.to_string()))?;
+            let response = self.send(method, path, content_type, body).await?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| HostError::Unreachable(e.to_string()))?
-                .to_bytes();
+            let body = read_limited(response.into_body(), limit).await?;
             Ok((status, body))
         };
         tokio::time::timeout(timeout, exchange)
@@ -92,20 +148,15 @@ impl HostClient {
         content_type: &str,
         body: Bytes,
         timeout: Duration,
+        limit: usize,
     ) -> Result<Bytes, HostError> {
         let (status, body) = self
-            .request(method, path, content_type, body, timeout)
+            .request(method, path, content_type, body, timeout, limit)
             .await?;
         if status.is_success() {
             return Ok(body);
         }
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        Err(HostError::Status {
-            status: status.as_u16(),
-            message,
-        })
+        Err(status_error(status, &body))
     }
 
     async fn json<T: DeserializeOwned>(
@@ -117,7 +168,14 @@ impl HostClient {
     ) -> Result<T, HostError> {
         let body = serde_json::to_vec(body).map_err(|e| HostError::Protocol(e.to_string()))?;
         let answer = self
-            .call(method, path, "application/json", body.into(), timeout)
+            .call(
+                method,
+                path,
+                "application/json",
+                body.into(),
+                timeout,
+                MAX_JSON,
+            )
             .await?;
         serde_json::from_slice(&answer).map_err(|e| HostError::Protocol(e.to_string()))
     }
@@ -159,6 +217,7 @@ impl HostClient {
             "application/json",
             Bytes::new(),
             Duration::from_secs(10),
+            MAX_IMAGE,
         )
         .await
     }
@@ -175,15 +234,33 @@ impl HostClient {
         .await
     }
 
+    /// A whole file, up to 64 MiB (larger ones: [`HostClient::read_file_stream`]).
     pub async fn read_file(&self, path: &str) -> Result<Bytes, HostError> {
-        self.call(
-            Method::GET,
-            &files_uri(path),
-            "application/octet-stream",
-            Bytes::new(),
-            Duration::from_secs(120),
+        let body = self.read_file_stream(path).await?;
+        read_limited(body, MAX_IMAGE).await
+    }
+
+    /// A file as the host streams it: the body is read by the caller, as
+    /// fast as it forwards it, whatever the file's size.
+    pub async fn read_file_stream(&self, path: &str) -> Result<hyper::body::Incoming, HostError> {
+        let timeout = Duration::from_secs(120);
+        let response = tokio::time::timeout(
+            timeout,
+            self.send(
+                Method::GET,
+                &files_uri(path),
+                "application/octet-stream",
+                Bytes::new(),
+            ),
         )
         .await
+        .map_err(|_| HostError::Timeout(timeout))??;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.into_body());
+        }
+        let body = read_limited(response.into_body(), MAX_JSON).await?;
+        Err(status_error(status, &body))
     }
 
     pub async fn write_file(&self, path: &str, content: Bytes) -> Result<(), HostError> {
@@ -193,6 +270,7 @@ impl HostClient {
             "application/octet-stream",
             content,
             Duration::from_secs(120),
+            MAX_JSON,
         )
         .await
         .map(|_| ())
@@ -206,9 +284,30 @@ impl HostClient {
             "application/json",
             Bytes::new(),
             Duration::from_secs(5),
+            MAX_JSON,
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// A body, refused past `limit` bytes.
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, HostError> {
+    http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| HostError::Protocol(format!("reading the host's answer: {e}")))
+}
+
+/// The error a non-2xx answer stands for.
+fn status_error(status: StatusCode, body: &[u8]) -> HostError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    HostError::Status {
+        status: status.as_u16(),
+        message,
     }
 }
 

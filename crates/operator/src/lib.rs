@@ -79,7 +79,7 @@ impl Shared {
     pub(crate) fn reserve(&self, id: &str) -> bool {
         let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
         let mut taken: HashSet<String> = self.runtime.running().into_iter().collect();
-        if taken.contains(id) {
+        if taken.contains(id) || reserved.contains(id) {
             return true;
         }
         taken.extend(reserved.iter().cloned());
@@ -261,9 +261,7 @@ async fn sweep(shared: &Shared, everything: bool) -> Result<Vec<String>, String>
         .await
         .map_err(|e| e.to_string())?;
     // Idle sessions change state here; their steps below follow it.
-    idle::enforce(shared, &live)
-        .await
-        .map_err(|e| e.to_string())?;
+    idle::enforce(shared, &live).await;
     let mut ids: Vec<String> = live.into_iter().map(|s| s.id).collect();
     ids.extend(shared.runtime.running());
     if everything {

@@ -34,6 +34,7 @@ pub(crate) async fn step(shared: &Shared, id: &str) -> Result<(), StoreError> {
     let row = shared.store.get_session(id).await?;
     let Some(s) = row.filter(|s| s.state != SessionState::Deleted) else {
         // Deleted, or a computer no session knows: processes and disk go.
+        shared.release(id);
         if let Err(e) = shared.runtime.remove(id).await {
             tracing::warn!(error = %e, "removing a computer failed");
         }
@@ -114,18 +115,32 @@ async fn fail(shared: &Shared, s: &SessionRow, reason: String) -> Result<(), Sto
 /// moves the session to `running`, or to `paused` when that is what it
 /// asks for, or to `errored` with the reason.
 async fn start(shared: &Shared, s: &SessionRow, from: SessionState) -> Result<(), StoreError> {
+    let outcome = start_reserved(shared, s, from).await;
+    // Whatever happened, the place held while starting is given back (a
+    // computer that runs now counts by itself).
+    shared.release(&s.id);
+    outcome
+}
+
+async fn start_reserved(
+    shared: &Shared,
+    s: &SessionRow,
+    from: SessionState,
+) -> Result<(), StoreError> {
     let s = SessionRow {
         state: from,
         ..s.clone()
     };
+    // A remix's disk first, before any wait: it is of the parent as it
+    // was when the remix was asked for.
+    if let Err(reason) = inherit_disk(shared, &s).await {
+        return fail(shared, &s, reason).await;
+    }
     if !wait_for_room(shared, &s.id).await {
         let reason = format!(
             "no room: this server runs at most {} computers at once",
             shared.config.max_running
         );
-        return fail(shared, &s, reason).await;
-    }
-    if let Err(reason) = inherit_disk(shared, &s).await {
         return fail(shared, &s, reason).await;
     }
     let secrets = match open_secrets(shared, &s.id).await? {

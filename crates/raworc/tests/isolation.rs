@@ -318,6 +318,10 @@ async fn egress_reaches_the_internet_but_never_the_host_or_other_computers() {
     .await;
     assert_ne!(none["exit_code"], 0, "{none}");
 
+    // No IPv6 at all (no link-local path to the host).
+    let v6 = run(&app, &token, &out, "ip -6 addr show dev eth0").await;
+    assert!(!v6.contains("inet6"), "{v6}");
+
     // Not the host: neither through its gateway address nor its own.
     let gateway = run(&app, &token, &out, "ip route show default | cut -d' ' -f3").await;
     let mut targets = vec![format!("{}:{}", gateway.trim(), app.addr.port())];
@@ -452,5 +456,91 @@ async fn a_session_sets_its_own_limits_within_the_servers() {
         )
         .await;
     assert_eq!(r.body["limits"]["memory_mb"], 512, "{:?}", r.body);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_in_the_run_directory_lead_nowhere() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+    })
+    .await;
+    let token = app.operator("dev", "user").await;
+    let id = app.session(&token, json!({})).await;
+    running(&app, &token, &id).await;
+
+    // A socket and a file of the host that the computer names by path.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let socket = outside.path().join("host.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+
+    run(
+        &app,
+        &token,
+        &id,
+        &format!(
+            "ln -sf {s} /run/raworc/vnc.sock && ln -sf {v} /run/raworc/config.json",
+            s = socket.display(),
+            v = victim.display()
+        ),
+    )
+    .await;
+    // The desktop stream refuses a socket served from outside the computer.
+    let url = format!("ws://{}/vnc/{id}/stream?token={token}", app.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 502)
+        }
+        other => panic!("the stream opened onto a host socket: {:?}", other.is_ok()),
+    }
+    // Nothing was ever sent to the host's socket.
+    if let Ok((mut stream, _)) = listener.accept() {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = stream.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "the control plane talked to a host socket");
+    }
+
+    // A restart writes its configuration afresh, not through the link.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_some("closed", 60, || async {
+        let r = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        (r.body["state"] == "closed").then_some(())
+    })
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    running(&app, &token, &id).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        0,
+        "the victim was not handed over"
+    );
     app.stop().await;
 }

@@ -223,7 +223,9 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
         "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
     )
     .await;
-    await_some("the terminal window on screen", 30, || async {
+    // Mapped (not merely created), then clicked until the window manager
+    // says it is the active window: typing before that would go elsewhere.
+    let window = await_some("the terminal window on screen", 30, || async {
         let out = run(
             &app,
             &token,
@@ -231,15 +233,25 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
             "xwininfo -name typing-target 2>/dev/null || true",
         )
         .await;
-        out.contains("IsViewable").then_some(())
+        let window = out
+            .lines()
+            .find_map(|l| l.split("Window id: ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        window.filter(|_| out.contains("IsViewable"))
     })
     .await;
-    act(
-        &app,
-        &token,
-        &id,
-        json!({"action": "left_click", "coordinate": [120, 100]}),
-    )
+    await_some("the terminal to have the focus", 15, || async {
+        act(
+            &app,
+            &token,
+            &id,
+            json!({"action": "left_click", "coordinate": [120, 100]}),
+        )
+        .await;
+        let out = run(&app, &token, &id, "xprop -root _NET_ACTIVE_WINDOW").await;
+        out.trim_end().ends_with(&window).then_some(())
+    })
     .await;
     act(
         &app,
@@ -859,10 +871,11 @@ async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked(
     assert_eq!(info.status, StatusCode::OK, "{:?}", info.body);
     assert_eq!(info.body["available"], true);
     assert_eq!(info.body["websocket_path"], format!("/vnc/{id}/stream"));
+    // Tokens in URLs only where a browser has no other way: the stream.
     let by_query = app
         .get(&format!("/vnc/{id}/info?token={token}"), None)
         .await;
-    assert_eq!(by_query.status, StatusCode::OK);
+    assert_eq!(by_query.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         app.get(&format!("/vnc/{id}/info"), None).await.status,
         StatusCode::UNAUTHORIZED

@@ -109,8 +109,8 @@ pub trait Runtime: Send + Sync {
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError>;
     /// The tool-call channel to a running computer.
     fn host(&self, id: &str) -> Result<HostClient, RuntimeError>;
-    /// The unix socket of a running computer's VNC server (RFB).
-    fn vnc_socket(&self, id: &str) -> Result<std::path::PathBuf, RuntimeError>;
+    /// A connection to a running computer's VNC server (RFB).
+    async fn vnc(&self, id: &str) -> Result<tokio::net::UnixStream, RuntimeError>;
     /// Memory a running computer uses now (page cache included), in bytes.
     fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError>;
     /// Ids of the computers that run now (paused ones included).

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raworc_host::client::HostClient;
-use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, SOCKET, VNC_SOCKET};
+use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, VNC_SOCKET};
 use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
 use tokio::sync::watch;
 
@@ -72,6 +72,9 @@ impl LocalConfig {
 struct Running {
     sandbox: Arc<Sandbox>,
     exited: watch::Receiver<Option<i32>>,
+    /// Its pid namespace (`pid:[…]`): whoever answers on its sockets must
+    /// be in it.
+    pid_namespace: Option<String>,
 }
 
 pub struct LocalRuntime {
@@ -81,6 +84,9 @@ pub struct LocalRuntime {
     /// fork never moves an upper layer a starting computer is about to mount.
     disks_busy: tokio::sync::Mutex<()>,
     egress: Arc<Egress>,
+    /// Computers frozen for a fork: they count as running meanwhile, so
+    /// that nobody thaws them in the middle of it.
+    forking: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The cgroup of computer `id`.
@@ -106,6 +112,7 @@ impl LocalRuntime {
             running: Mutex::default(),
             disks_busy: tokio::sync::Mutex::new(()),
             egress: Arc::default(),
+            forking: Mutex::default(),
         };
         runtime.adopt_all();
         runtime
@@ -189,6 +196,9 @@ impl LocalRuntime {
                 })
                 .map_err(io("starting the reaper thread"))?;
         }
+        let pid_namespace = std::fs::read_link(format!("/proc/{}/ns/pid", sandbox.pid()))
+            .ok()
+            .map(|l| l.to_string_lossy().into_owned());
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -197,9 +207,23 @@ impl LocalRuntime {
                 Running {
                     sandbox,
                     exited: exited.clone(),
+                    pid_namespace,
                 },
             );
         Ok(exited)
+    }
+
+    /// The host channel of computer `id`, checked against its pid namespace.
+    fn client(&self, id: &str) -> HostClient {
+        let namespace = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .and_then(|r| r.pid_namespace.clone());
+        // Without a namespace to check against, nothing is trusted.
+        let namespace = namespace.or_else(|| Some("unknown".into()));
+        HostClient::new(&self.dir(id).join("run")).in_namespace(namespace)
     }
 
     fn disks(&self) -> Disks {
@@ -236,21 +260,23 @@ impl LocalRuntime {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
         }
+        // What the computer could write (its upper layer, its run
+        // directory) may hold links to anywhere on this machine: nothing in
+        // there is followed. The computer does not run during this.
         if spec.network == Network::Egress {
             // The image's resolv.conf is empty: egress gets this machine's name servers.
-            let etc = dir.join("upper").join("etc");
-            std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
-            std::fs::write(etc.join("resolv.conf"), resolv_conf())
-                .map_err(io("writing the computer's resolv.conf"))?;
+            let etc = real_dir(&dir.join("upper").join("etc"), 0o755)?;
+            let conf = etc.join("resolv.conf");
+            remove_any(&conf)?;
+            write_new(&conf, resolv_conf().as_bytes(), 0o644)?;
         }
+        // A fresh run directory each start, owned by the computer's user.
         let run = dir.join("run");
-        std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+        remove_any(&run)?;
+        std::fs::create_dir(&run).map_err(io(format!("creating {}", run.display())))?;
         chown_user(&run)?;
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
             .map_err(io("protecting the run directory"))?;
-        for stale in [SOCKET, VNC_SOCKET] {
-            let _ = std::fs::remove_file(run.join(stale));
-        }
         let config = HostConfig {
             display: spec.display,
             setup: spec.setup.clone(),
@@ -260,7 +286,7 @@ impl LocalRuntime {
         };
         let path = run.join(CONFIG);
         let bytes = serde_json::to_vec(&config).map_err(|e| RuntimeError::Start(e.to_string()))?;
-        write_private(&path, &bytes)?;
+        write_new(&path, &bytes, 0o600)?;
         chown_user(&path)?;
         Ok(dir)
     }
@@ -349,18 +375,43 @@ fn chown_user(path: &Path) -> Result<(), RuntimeError> {
     )))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+/// Writes a new file at `path` (which must not exist), never through a link.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RuntimeError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
         .open(path)
         .map_err(io(format!("writing {}", path.display())))?;
     file.write_all(bytes)
         .map_err(io(format!("writing {}", path.display())))
+}
+
+/// Removes whatever is at `path` (file, link or tree), following nothing.
+fn remove_any(path: &Path) -> Result<(), RuntimeError> {
+    let result = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    };
+    result.map_err(io(format!("removing {}", path.display())))
+}
+
+/// `path` as a real directory (a link or file there is replaced).
+fn real_dir(path: &Path, mode: u32) -> Result<PathBuf, RuntimeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(path.to_path_buf()),
+        Ok(_) => remove_any(path)?,
+        Err(_) => {}
+    }
+    std::fs::create_dir(path).map_err(io(format!("creating {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("protecting {}", path.display())))?;
+    Ok(path.to_path_buf())
 }
 
 /// The end of a log file, for error messages.
@@ -424,7 +475,7 @@ impl Runtime for LocalRuntime {
             }
         }
 
-        let client = HostClient::new(&dir.join("run"));
+        let client = self.client(&spec.id);
         let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;
         let mut ended = exited.clone();
         let outcome = tokio::select! {
@@ -463,7 +514,7 @@ impl Runtime for LocalRuntime {
         if let Some(cg) = sandbox.cgroup() {
             cg.thaw()?;
         }
-        let client = HostClient::new(&self.dir(id).join("run"));
+        let client = self.client(id);
         if let Err(e) = client.shutdown().await {
             tracing::warn!(computer = %id, error = %e, "graceful stop refused; killing");
         }
@@ -482,10 +533,14 @@ impl Runtime for LocalRuntime {
         let (sandbox, _) = self
             .entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
-        if let Some(cg) = sandbox.cgroup() {
-            cg.freeze()?;
-        }
-        Ok(())
+        // Freezing waits for every process to stop: not on an async worker.
+        blocking(move || {
+            if let Some(cg) = sandbox.cgroup() {
+                cg.freeze()?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
@@ -521,14 +576,27 @@ impl Runtime for LocalRuntime {
                 Some(cg) => cg.is_frozen()?,
                 None => false,
             };
-            if let (Some(cg), false) = (cgroup, was_frozen) {
-                cg.freeze()?;
-            }
-            let (d, id) = (disks.clone(), parent.to_owned());
-            let copied = blocking(move || d.snapshot(&id)).await;
-            if let (Some(cg), false) = (cgroup, was_frozen) {
-                cg.thaw()?;
-            }
+            self.forking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(parent.to_owned());
+            let (d, id, frozen) = (disks.clone(), parent.to_owned(), sandbox.clone());
+            let copied = blocking(move || {
+                let cgroup = frozen.as_ref().and_then(|s| s.cgroup());
+                if let (Some(cg), false) = (cgroup, was_frozen) {
+                    cg.freeze()?;
+                }
+                let copied = d.snapshot(&id);
+                if let (Some(cg), false) = (cgroup, was_frozen) {
+                    cg.thaw()?;
+                }
+                copied
+            })
+            .await;
+            self.forking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(parent);
             copied?
         } else {
             let (d, id) = (disks.clone(), parent.to_owned());
@@ -561,6 +629,14 @@ impl Runtime for LocalRuntime {
     async fn state(&self, id: &str) -> Result<ComputerState, RuntimeError> {
         check_id(id)?;
         if let Some((sandbox, _)) = self.entry(id) {
+            let forking = self
+                .forking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id);
+            if forking {
+                return Ok(ComputerState::Running);
+            }
             let frozen = match sandbox.cgroup() {
                 Some(cg) => cg.is_frozen()?,
                 None => false,
@@ -582,14 +658,18 @@ impl Runtime for LocalRuntime {
         check_id(id)?;
         self.entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
-        Ok(HostClient::new(&self.dir(id).join("run")))
+        Ok(self.client(id))
     }
 
-    fn vnc_socket(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+    async fn vnc(&self, id: &str) -> Result<tokio::net::UnixStream, RuntimeError> {
         check_id(id)?;
         self.entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
-        Ok(self.dir(id).join("run").join(VNC_SOCKET))
+        let namespace = self.client(id).namespace().map(str::to_owned);
+        let socket = self.dir(id).join("run").join(VNC_SOCKET);
+        raworc_host::client::connect_checked(&socket, namespace.as_deref())
+            .await
+            .map_err(io("connecting to the computer's VNC server"))
     }
 
     fn memory_bytes(&self, id: &str) -> Result<u64, RuntimeError> {

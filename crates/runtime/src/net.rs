@@ -3,11 +3,12 @@
 //! A computer's network namespace has loopback only. One that asks for
 //! egress also gets a veth pair: `rw<slot>` on the host, `eth0` inside,
 //! addressed from a /30 of `10.213.0.0/16`, with a default route through
-//! the host, which masquerades its traffic. An nftables table (`ip
-//! raworc`) keeps the rest out of reach: nothing from a computer reaches
-//! the host itself (so neither the control plane nor any other service on
-//! it), other computers or private, link-local and loopback ranges — only
-//! the host's DNS servers are let through. The pair disappears with the
+//! the host, which masquerades its traffic. IPv6 is off on the pair. An
+//! nftables table (`inet raworc`) keeps the rest out of reach: nothing from
+//! a computer reaches the host itself (so neither the control plane nor any
+//! other service on it), other computers, private, link-local and loopback
+//! ranges, or anything over IPv6 — only the host's DNS servers are let
+//! through. Turning on IPv4 forwarding is the one machine-wide change. The pair disappears with the
 //! computer's namespace; the slot is given back when the computer ends.
 
 use std::collections::BTreeSet;
@@ -83,15 +84,17 @@ fn ruleset(dns: &[Ipv4Addr]) -> String {
         )
     };
     format!(
-        "add table ip raworc\n\
-         delete table ip raworc\n\
-         table ip raworc {{\n\
+        "add table inet raworc\n\
+         delete table inet raworc\n\
+         table inet raworc {{\n\
          \x20 chain input {{\n\
          \x20   type filter hook input priority filter - 5; policy accept;\n\
          \x20   iifname \"rw*\" drop\n\
          \x20 }}\n\
          \x20 chain forward {{\n\
          \x20   type filter hook forward priority filter - 5; policy accept;\n\
+         \x20   meta nfproto ipv6 iifname \"rw*\" drop\n\
+         \x20   meta nfproto ipv6 oifname \"rw*\" drop\n\
          \x20   oifname \"rw*\" ct state established,related accept\n\
          \x20   oifname \"rw*\" drop\n\
          {dns_rules}\
@@ -100,6 +103,7 @@ fn ruleset(dns: &[Ipv4Addr]) -> String {
          \x20 }}\n\
          \x20 chain postrouting {{\n\
          \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   meta nfproto ipv6 return\n\
          \x20   ip saddr {}.{}.0.0/16 oifname != \"rw*\" masquerade\n\
          \x20 }}\n\
          }}\n",
@@ -181,6 +185,19 @@ impl Egress {
                     "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &pid,
                 ],
             )?;
+            // No IPv6 on either end (no link-local path to the host).
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{outer}/disable_ipv6"), "1");
+            let _ = run(
+                "nsenter",
+                &[
+                    "--target",
+                    &pid,
+                    "--net",
+                    "sh",
+                    "-c",
+                    "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+                ],
+            );
             run("ip", &["addr", "add", &format!("{host}/30"), "dev", &outer])?;
             run("ip", &["link", "set", &outer, "up"])?;
             let inside_cmd = |args: &[&str]| {

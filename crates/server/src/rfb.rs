@@ -27,6 +27,9 @@ pub struct UnknownMessage(pub u8);
 pub struct ViewOnly {
     stage: Stage,
     buf: Vec<u8>,
+    /// Bytes of a dropped message still to come: discarded as they arrive,
+    /// never held (a clipboard message may announce gigabytes).
+    skip: usize,
     /// Messages dropped so far (for the log and tests).
     pub dropped: u64,
 }
@@ -36,6 +39,7 @@ impl Default for ViewOnly {
         ViewOnly {
             stage: Stage::Version,
             buf: Vec::new(),
+            skip: 0,
             dropped: 0,
         }
     }
@@ -78,6 +82,14 @@ impl ViewOnly {
         self.buf.extend_from_slice(input);
         let mut out = Vec::new();
         loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.buf.len());
+                self.buf.drain(..n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(out);
+                }
+            }
             let (len, keep) = match self.stage {
                 Stage::Version => (12, true),
                 Stage::Security => (1, true),
@@ -88,23 +100,28 @@ impl ViewOnly {
                     None => return Ok(out),
                 },
             };
+            if !keep {
+                // Only normal messages are dropped; the stage stays.
+                let n = len.min(self.buf.len());
+                self.buf.drain(..n);
+                self.skip = len - n;
+                self.dropped += 1;
+                continue;
+            }
             if self.buf.len() < len {
                 return Ok(out);
             }
             let message: Vec<u8> = self.buf.drain(..len).collect();
             self.stage = match self.stage {
-                // RFB 3.3: the server picks the security type; nothing to read.
-                Stage::Version if message.starts_with(b"RFB 003.003") => Stage::Init,
+                // Before RFB 3.7 the server picks the security type (servers
+                // treat unknown older versions as 3.3): nothing to read.
+                Stage::Version if message.as_slice() < b"RFB 003.007".as_slice() => Stage::Init,
                 Stage::Version => Stage::Security,
                 Stage::Security if message[0] == 2 => Stage::Challenge,
                 Stage::Security | Stage::Challenge => Stage::Init,
                 Stage::Init | Stage::Messages => Stage::Messages,
             };
-            if keep {
-                out.extend_from_slice(&message);
-            } else {
-                self.dropped += 1;
-            }
+            out.extend_from_slice(&message);
         }
     }
 }
@@ -161,6 +178,19 @@ mod tests {
         stream.push(1);
         stream.extend([4u8, 1, 0, 0, 0, 0, 0, 0x61]);
         assert_eq!(f.feed(&stream).unwrap(), &stream[..13]);
+    }
+
+    #[test]
+    fn a_huge_clipboard_message_is_skipped_without_being_held() {
+        let mut f = ViewOnly::default();
+        let mut stream = handshake();
+        stream.extend([6u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(f.feed(&stream).unwrap(), handshake());
+        for _ in 0..100 {
+            assert!(f.feed(&[b'x'; 65536]).unwrap().is_empty());
+        }
+        assert!(f.buf.is_empty(), "nothing of it is kept");
+        assert_eq!(f.skip, 0xffff_ffff - 100 * 65536);
     }
 
     #[test]

@@ -145,11 +145,16 @@ pub async fn read_file(
     ApiPath((id, path)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let host = host(&state, &principal, &id).await?;
-    let bytes = host
-        .read_file(&format!("/{path}"))
+    // Streamed as the computer sends it: no file is held whole in memory.
+    let body = host
+        .read_file_stream(&format!("/{path}"))
         .await
         .map_err(host_error)?;
-    Ok(([(CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok((
+        [(CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::new(body),
+    )
+        .into_response())
 }
 
 /// Uploads the body as the file at `/{path}` inside the computer (parent

@@ -2,8 +2,10 @@
 //! and `WS /vnc/{id}/stream`, a byte-for-byte RFB-over-WebSocket relay to
 //! the computer's VNC server that noVNC can use. Viewers are view-only
 //! ([`crate::rfb::ViewOnly`]) unless they ask for control (`?control=true`).
+//! The stream, which browsers open with `?token=` (a WebSocket cannot carry
+//! headers from a page), closes when that token expires.
 
-use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -46,7 +48,7 @@ pub struct VncInfo {
 /// How to connect to the computer's desktop.
 pub async fn info(
     State(state): State<AppState>,
-    HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
+    principal: crate::auth::Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<VncInfo>> {
     let session = visible_session(&state, &principal, &id).await?;
@@ -54,7 +56,7 @@ pub async fn info(
         && state
             .runtime
             .as_ref()
-            .is_some_and(|rt| rt.vnc_socket(&id).is_ok());
+            .is_some_and(|rt| rt.host(&id).is_ok());
     let (width, height) = state.config.display_size;
     Ok(Json(VncInfo {
         websocket_path: format!("/vnc/{id}/stream"),
@@ -83,34 +85,47 @@ pub async fn stream(
             session.state
         )));
     }
-    let socket = state
-        .runtime
-        .as_ref()
-        .and_then(|rt| rt.vnc_socket(&id).ok())
-        .ok_or_else(|| {
-            ApiError::conflict(format!(
-                "the computer of session '{id}' is not running at the moment"
-            ))
-        })?;
+    let runtime = state.runtime.as_ref().ok_or_else(|| {
+        ApiError::conflict("this server runs no computers (started with --runtime none)")
+    })?;
+    let vnc = runtime.vnc(&id).await.map_err(|e| match e {
+        raworc_runtime::RuntimeError::NotRunning(_) => ApiError::conflict(format!(
+            "the computer of session '{id}' is not running at the moment"
+        )),
+        other => ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            format!("the computer's desktop is unreachable: {other}"),
+        ),
+    })?;
     let control = query.control;
     state.touch(&id);
     tracing::info!(session = %id, viewer = %principal.name, control, "desktop stream opened");
+    // The stream ends when the token that opened it would.
+    let left = Duration::from_secs((principal.expires_at - unix_now()).max(0) as u64);
     Ok(ws.protocols(["binary"]).on_upgrade(move |ws| async move {
-        if let Err(e) = relay(ws, socket, control, || state.touch(&id)).await {
+        let relay = relay(ws, vnc, control, || state.touch(&id));
+        let outcome = tokio::time::timeout(left, relay).await.unwrap_or(Ok(()));
+        if let Err(e) = outcome {
             tracing::debug!(session = %id, error = %e, "desktop stream ended");
         }
     }))
 }
 
-/// Copies bytes both ways until either side closes.
-/// `used` is called for each message from the viewer.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Copies bytes both ways until either side closes; `used` is called for
+/// each message from the viewer.
 async fn relay(
     ws: WebSocket,
-    socket: PathBuf,
+    vnc: tokio::net::UnixStream,
     control: bool,
     used: impl Fn(),
 ) -> anyhow::Result<()> {
-    let vnc = tokio::net::UnixStream::connect(&socket).await?;
     let (mut vnc_read, mut vnc_write) = vnc.into_split();
     let (mut ws_send, mut ws_recv) = ws.split();
     let to_viewer = async {
