@@ -52,7 +52,14 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
             .0;
             if config.disk_image_size > 0 {
                 let (data_dir, size) = (config.data_dir(), config.disk_image_size);
-                tokio::task::spawn_blocking(move || mount_disk_image(&data_dir, size)).await??;
+                let mounted =
+                    tokio::task::spawn_blocking(move || mount_disk_image(&data_dir, size)).await?;
+                if let Err(e) = mounted {
+                    tracing::warn!(
+                        "computers' disks stay plain directories ({e:#}); \
+                         a remix of a running session will copy its disk"
+                    );
+                }
             }
             let host_binary = match &config.host_binary {
                 Some(path) => path.clone(),

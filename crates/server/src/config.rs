@@ -67,8 +67,9 @@ pub struct ServerConfig {
     /// Keep computers' disks on a btrfs file system in a sparse file of this
     /// many GiB (`<data-dir>/disks.btrfs`, mounted at `<data-dir>/computers`),
     /// so that remixing a running session snapshots its disk instead of
-    /// copying it. 0 keeps disks as plain directories in the data dir.
-    #[arg(long, env = "RAWORC_DISK_IMAGE_SIZE", default_value_t = 0)]
+    /// copying it. 0, or a machine where it cannot be set up, keeps disks as
+    /// plain directories in the data dir.
+    #[arg(long, env = "RAWORC_DISK_IMAGE_SIZE", default_value_t = 64)]
     pub disk_image_size: u64,
     /// Screen size of each computer, `WIDTHxHEIGHT`.
     #[arg(long, env = "RAWORC_DISPLAY_SIZE", default_value = "1024x768", value_parser = parse_display)]
@@ -135,7 +136,7 @@ impl ServerConfig {
             computer_memory_mb: 2048,
             computer_pids: 2048,
             computer_millicores: 1000,
-            disk_image_size: 0,
+            disk_image_size: 64,
             display_size: (1024, 768),
             idle_pause_s: 0,
             idle_close_s: 0,

@@ -25,11 +25,14 @@ pub fn image_rootfs() -> PathBuf {
 }
 
 /// Turns computers on for a test server: the `local` runtime, the test
-/// image, and `raworc` (the binary under test) as each computer's host.
+/// image, `raworc` (the binary under test) as each computer's host, and
+/// disks as plain directories.
 pub fn enable(config: &mut raworc_server::ServerConfig, raworc_binary: &Path) {
     config.runtime = raworc_server::config::RuntimeKind::Local;
     config.images_dir = Some(images_dir());
     config.host_binary = Some(raworc_binary.to_path_buf());
+    // Plain directories (the other disk store is tested where asked for).
+    config.disk_image_size = 0;
 }
 
 /// Polls `check` until it returns `Some`, failing after `secs`.
