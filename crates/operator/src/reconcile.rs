@@ -33,7 +33,19 @@ async fn observe(
 pub(crate) async fn step(shared: &Shared, id: &str) -> Result<(), StoreError> {
     let row = shared.store.get_session(id).await?;
     let Some(s) = row.filter(|s| s.state != SessionState::Deleted) else {
-        // Deleted, or a computer no session knows: processes and disk go.
+        // Deleted, or a computer no session knows: processes and disk go —
+        // once remixes of it that have not started yet have their copy.
+        for child in shared
+            .store
+            .sessions_in_states(&[SessionState::Created, SessionState::Starting])
+            .await?
+            .into_iter()
+            .filter(|c| c.parent_id.as_deref() == Some(id))
+        {
+            if let Err(reason) = inherit_disk(shared, &child).await {
+                tracing::warn!(child = %child.id, %reason, "a remix could not take its disk");
+            }
+        }
         shared.release(id);
         if let Err(e) = shared.runtime.remove(id).await {
             tracing::warn!(error = %e, "removing a computer failed");

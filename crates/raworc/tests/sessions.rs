@@ -1106,3 +1106,48 @@ async fn on_a_btrfs_disk_image_a_running_session_is_remixed_by_snapshot() {
         "unmounted at shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
+    let app = app().await;
+    let token = app.operator("dev", "user").await;
+    let parent = app.session(&token, json!({})).await;
+    await_state(&app, &token, &parent, "running").await;
+    run(
+        &app,
+        &token,
+        &parent,
+        "echo inherited > /session/data/d.txt",
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/close"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &parent, "closed").await;
+
+    // The parent goes before the child has started.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{parent}/remix"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let child = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .delete(&format!("/api/v0/sessions/{parent}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    await_state(&app, &token, &child, "running").await;
+    assert_eq!(
+        run(&app, &token, &child, "cat /session/data/d.txt").await,
+        "inherited\n"
+    );
+    app.stop().await;
+}

@@ -102,7 +102,8 @@ pub trait Runtime: Send + Sync {
     async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
     /// Gives the new computer `child` a disk that starts as `parent`'s does
     /// now (less what `inherit` leaves out), at a cost that does not grow
-    /// with the disk's size. A parent without a disk gives an empty one.
+    /// with the disk's size. A parent without a disk gives an empty one; a
+    /// child that has a disk already keeps it.
     async fn fork(&self, parent: &str, child: &str, inherit: Inherit) -> Result<(), RuntimeError>;
     /// Stops the computer if it runs and removes its disk.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;

@@ -558,9 +558,8 @@ impl Runtime for LocalRuntime {
         check_id(child)?;
         let _busy = self.disks_busy.lock().await;
         if self.dir(child).join("upper").is_dir() {
-            return Err(RuntimeError::Start(format!(
-                "computer {child} already has a disk"
-            )));
+            // Forked already (two steps may race to do it): nothing to do.
+            return Ok(());
         }
         let disks = self.disks();
         let running = self.entry(parent);
