@@ -587,6 +587,41 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     assert_ne!(new_pid, dies_pid);
     assert!(!alive(dies_pid));
 
+    // An adopted computer pauses (its cgroup found again) and resumes.
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{kept}/state"),
+            Some(&token),
+            json!({"state": "paused"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_some("the adopted computer to freeze", 15, || async {
+        let dirs = computer_cgroup_dirs(&kept);
+        let state = find_file(&dirs, "freezer.state")
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default().trim() == "FROZEN");
+        let events = find_file(&dirs, "cgroup.events").map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("frozen 1")
+        });
+        state.or(events).unwrap_or(false).then_some(())
+    })
+    .await;
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{kept}/state"),
+            Some(&token),
+            json!({"state": "running"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    await_some("the adopted computer to answer again", 15, || async {
+        let r = exec(&app, &token, &kept, "echo awake").await;
+        (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
+    })
+    .await;
+
     // An adopted computer closes like any other.
     let r = app
         .post(

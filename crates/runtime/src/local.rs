@@ -147,6 +147,12 @@ impl LocalRuntime {
             .and_then(|t| parse_pid_file(&t));
         let slot_file = self.dir(id).join(SLOT_FILE);
         if let Some((pid, start)) = recorded {
+            // Its group as the process itself names it (this server may
+            // run in another cgroup than the one that started it).
+            let cgroup = match raworc_sandbox::Cgroup::of_process(pid) {
+                Ok(Some(own)) => Some(own),
+                _ => cgroup,
+            };
             if let Ok(sandbox) = Sandbox::adopt(pid, start, cgroup) {
                 let slot = std::fs::read_to_string(&slot_file).ok();
                 if let Some(slot) = slot.and_then(|s| s.trim().parse().ok()) {
@@ -534,11 +540,11 @@ impl Runtime for LocalRuntime {
             .entry(id)
             .ok_or_else(|| RuntimeError::NotRunning(id.to_owned()))?;
         // Freezing waits for every process to stop: not on an async worker.
-        blocking(move || {
-            if let Some(cg) = sandbox.cgroup() {
-                cg.freeze()?;
-            }
-            Ok(())
+        blocking(move || match sandbox.cgroup() {
+            Some(cg) => Ok(cg.freeze()?),
+            None => Err(RuntimeError::Start(
+                "the computer has no cgroup to freeze".into(),
+            )),
         })
         .await
     }

@@ -161,6 +161,56 @@ impl Cgroup {
         Ok(cgroup.dirs().iter().any(|d| d.is_dir()).then_some(cgroup))
     }
 
+    /// The group process `pid` is in, if it is a sandbox's (`…/raworc/<name>`
+    /// in every hierarchy sandboxes use): found from the process itself, so
+    /// that a control plane restarted in another cgroup still finds it.
+    pub fn of_process(pid: u32) -> Result<Option<Cgroup>, SandboxError> {
+        let text = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
+        let path_of = |controller: &str| -> Option<String> {
+            text.lines().find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next(), parts.next()?, parts.next()?);
+                let matches = if controller.is_empty() {
+                    controllers.is_empty()
+                } else {
+                    controllers.split(',').any(|c| c == controller)
+                };
+                matches.then(|| path.trim_start_matches('/').to_string())
+            })
+        };
+        let sandbox = |p: &str| {
+            Path::new(p)
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|n| n == "raworc")
+        };
+        let layout = if v2_usable() {
+            match path_of("") {
+                Some(p) if sandbox(&p) => Layout::V2(Path::new("/sys/fs/cgroup").join(p)),
+                _ => return Ok(None),
+            }
+        } else {
+            let mut dirs = Vec::new();
+            for controller in ["memory", "pids", "cpu", "freezer"] {
+                match path_of(controller) {
+                    Some(p) if sandbox(&p) => {
+                        dirs.push(Path::new("/sys/fs/cgroup").join(controller).join(p))
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            let [memory, pids, cpu, freezer] = <[PathBuf; 4]>::try_from(dirs)
+                .map_err(|_| SandboxError::Cgroup("incomplete cgroup paths".into()))?;
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                freezer,
+            }
+        };
+        Ok(Some(Cgroup { layout }))
+    }
+
     /// Kills every process left in the group and removes it: the clean-up
     /// of a sandbox nobody owns any more.
     pub fn destroy(&self) -> Result<(), SandboxError> {
