@@ -165,6 +165,24 @@ impl Bench {
         samples
     }
 
+    /// Five forks of `parent`'s disk, each removed after it is timed.
+    async fn forks(&self, parent: &str, prefix: &str) -> Vec<Duration> {
+        let runtime = self.app.state().runtime.clone().expect("runtime");
+        let mut forks = Vec::new();
+        for i in 0..5 {
+            let child = format!("{prefix}-{i}");
+            let inherit = Inherit {
+                data: true,
+                code: true,
+            };
+            let t = Instant::now();
+            runtime.fork(parent, &child, inherit).await.expect("fork");
+            forks.push(t.elapsed());
+            runtime.remove(&child).await.expect("remove");
+        }
+        forks
+    }
+
     fn memory(&self, id: &str) -> u64 {
         let rt = self.app.state().runtime.as_ref().expect("runtime");
         rt.memory_bytes(id).expect("memory")
@@ -294,7 +312,6 @@ async fn run() {
         .await;
 
     // Remix: the disk's size must not matter.
-    let runtime = b.app.state().runtime.clone().expect("runtime");
     for (label, mb) in [("10 MB", 10), ("1 GB", 1024)] {
         let parent = b.create(json!({})).await;
         b.reach(&parent, "running").await;
@@ -307,24 +324,7 @@ async fn run() {
             .await;
         b.reach(&parent, "closed").await;
         // The disk operation alone, then the whole remix as a client sees it.
-        let mut forks = Vec::new();
-        for i in 0..5 {
-            let child = format!("bench-fork-{mb}-{i}");
-            let t = Instant::now();
-            runtime
-                .fork(
-                    &parent,
-                    &child,
-                    Inherit {
-                        data: true,
-                        code: true,
-                    },
-                )
-                .await
-                .expect("fork");
-            forks.push(t.elapsed());
-            runtime.remove(&child).await.expect("remove");
-        }
+        let forks = b.forks(&parent, &format!("bench-fork-{mb}")).await;
         summary(&format!("fork of a closed {label} disk (runtime)"), forks);
         let t = Instant::now();
         let r = b
@@ -404,7 +404,6 @@ impl Bench {
     /// Forks of a *running* parent with 10 MB and 1 GB on its disk (written
     /// back first, so that the figure is the fork's own cost).
     async fn running_remixes(&self, store: &str) {
-        let runtime = self.app.state().runtime.clone().expect("runtime");
         for (label, mb) in [("10 MB", 10), ("1 GB", 1024)] {
             let parent = self.create(json!({})).await;
             self.reach(&parent, "running").await;
@@ -413,24 +412,7 @@ impl Bench {
                 &format!("head -c {mb}M /dev/urandom > /session/data/blob; sync"),
             )
             .await;
-            let mut forks = Vec::new();
-            for i in 0..5 {
-                let child = format!("bench-live-{mb}-{i}");
-                let t = Instant::now();
-                runtime
-                    .fork(
-                        &parent,
-                        &child,
-                        Inherit {
-                            data: true,
-                            code: true,
-                        },
-                    )
-                    .await
-                    .expect("fork");
-                forks.push(t.elapsed());
-                runtime.remove(&child).await.expect("remove");
-            }
+            let forks = self.forks(&parent, &format!("bench-live-{mb}")).await;
             summary(&format!("fork of a running {label} disk ({store})"), forks);
             self.app
                 .delete(&format!("/api/v0/sessions/{parent}"), Some(&self.token))

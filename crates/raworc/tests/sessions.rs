@@ -102,6 +102,69 @@ async fn settled(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
     }
 }
 
+/// Closes session `id` and waits until its computer has stopped.
+async fn close(app: &TestApp, token: &str, id: &str) {
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/close"),
+            Some(token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "close: {:?}", r.body);
+    await_state(app, token, id, "closed").await;
+}
+
+/// Restores session `id` and waits until it runs.
+async fn restore(app: &TestApp, token: &str, id: &str) {
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "restore: {:?}", r.body);
+    await_state(app, token, id, "running").await;
+}
+
+/// Pauses (`paused`) or resumes (`running`) session `id`.
+async fn set_state(app: &TestApp, token: &str, id: &str, state: &str) {
+    let r = app
+        .put(
+            &format!("/api/v0/sessions/{id}/state"),
+            Some(token),
+            json!({ "state": state }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{state}: {:?}", r.body);
+}
+
+/// Waits until every process of computer `id` is frozen (cgroup v1 or v2).
+async fn await_frozen(id: &str) {
+    await_some("the computer to freeze", 15, || async {
+        let dirs = computer_cgroup_dirs(id);
+        let v1 = find_file(&dirs, "freezer.state")
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default().trim() == "FROZEN");
+        let v2 = find_file(&dirs, "cgroup.events").map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("frozen 1")
+        });
+        v1.or(v2).unwrap_or(false).then_some(())
+    })
+    .await;
+}
+
+/// Waits until computer `id` runs commands again.
+async fn await_awake(app: &TestApp, token: &str, id: &str) {
+    await_some("the computer to answer again", 15, || async {
+        let r = exec(app, token, id, "echo awake").await;
+        (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
+    })
+    .await;
+}
+
 fn computer_dir(app: &TestApp, id: &str) -> PathBuf {
     app.data_dir.join("computers").join(id)
 }
@@ -322,58 +385,16 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     }
 
     // Pause freezes every process; the computer API says why it refuses.
-    let r = app
-        .put(
-            &format!("/api/v0/sessions/{id}/state"),
-            Some(&token),
-            json!({"state": "paused"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    set_state(&app, &token, &id, "paused").await;
     let r = exec(&app, &token, &id, "true").await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.error().contains("paused"), "{}", r.error());
-    let frozen = await_some("the computer to freeze", 15, || async {
-        let state = find_file(&computer_cgroup_dirs(&id), "freezer.state")
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default());
-        let frozen = match state {
-            Some(s) => s.trim() == "FROZEN",
-            None => find_file(&computer_cgroup_dirs(&id), "cgroup.events")
-                .map(|p| {
-                    std::fs::read_to_string(p)
-                        .unwrap_or_default()
-                        .contains("frozen 1")
-                })
-                .unwrap_or(false),
-        };
-        frozen.then_some(true)
-    })
-    .await;
-    assert!(frozen);
-    let r = app
-        .put(
-            &format!("/api/v0/sessions/{id}/state"),
-            Some(&token),
-            json!({"state": "running"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_some("the computer to answer again", 15, || async {
-        let r = exec(&app, &token, &id, "echo awake").await;
-        (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
-    })
-    .await;
+    await_frozen(&id).await;
+    set_state(&app, &token, &id, "running").await;
+    await_awake(&app, &token, &id).await;
 
     // Close stops every process and keeps the disk.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_state(&app, &token, &id, "closed").await;
+    close(&app, &token, &id).await;
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
     assert!(!cgroup_left(&id), "a closed computer keeps its cgroup");
     let r = exec(&app, &token, &id, "true").await;
@@ -382,15 +403,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     assert!(computer_dir(&app, &id).join("upper").is_dir());
 
     // Restore starts it again from the kept disk; setup runs again.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_state(&app, &token, &id, "running").await;
+    restore(&app, &token, &id).await;
     let out = run(
         &app,
         &token,
@@ -504,15 +517,7 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     assert_eq!(mark, "before\n", "the disk survived the restart");
 
     // Room comes back once the session is closed.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &id, "closed").await;
+    close(&app, &token, &id).await;
     let second = app.session(&token, json!({})).await;
     await_state(&app, &token, &second, "running").await;
     app.stop().await;
@@ -588,50 +593,13 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     assert!(!alive(dies_pid));
 
     // An adopted computer pauses (its cgroup found again) and resumes.
-    let r = app
-        .put(
-            &format!("/api/v0/sessions/{kept}/state"),
-            Some(&token),
-            json!({"state": "paused"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_some("the adopted computer to freeze", 15, || async {
-        let dirs = computer_cgroup_dirs(&kept);
-        let state = find_file(&dirs, "freezer.state")
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default().trim() == "FROZEN");
-        let events = find_file(&dirs, "cgroup.events").map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("frozen 1")
-        });
-        state.or(events).unwrap_or(false).then_some(())
-    })
-    .await;
-    let r = app
-        .put(
-            &format!("/api/v0/sessions/{kept}/state"),
-            Some(&token),
-            json!({"state": "running"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_some("the adopted computer to answer again", 15, || async {
-        let r = exec(&app, &token, &kept, "echo awake").await;
-        (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
-    })
-    .await;
+    set_state(&app, &token, &kept, "paused").await;
+    await_frozen(&kept).await;
+    set_state(&app, &token, &kept, "running").await;
+    await_awake(&app, &token, &kept).await;
 
     // An adopted computer closes like any other.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{kept}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    await_state(&app, &token, &kept, "closed").await;
+    close(&app, &token, &kept).await;
     assert!(!alive(kept_pid), "the adopted computer stopped");
     assert!(!cgroup_left(&kept));
 
@@ -661,15 +629,7 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
          echo home > ~/h.txt; head -c 10000000 /dev/urandom > /session/data/big",
     )
     .await;
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{parent}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &parent, "closed").await;
+    close(&app, &token, &parent).await;
 
     // What each child sees: data file, code file, home file.
     let probe = "cat /session/data/d.txt 2>/dev/null || echo no-data; \
@@ -698,15 +658,7 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
     assert_eq!(out, "0\n");
 
     // The parent goes on with its own disk; children do not see its changes.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{parent}/restore"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &parent, "running").await;
+    restore(&app, &token, &parent).await;
     assert_eq!(
         run(&app, &token, &parent, probe).await,
         "data\ncode\nhome\n"
@@ -979,15 +931,7 @@ async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked(
     .await;
 
     // A closed session has no desktop to watch.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &id, "closed").await;
+    close(&app, &token, &id).await;
     match Rfb::connect(&app, &id, &format!("token={token}")).await {
         Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 409),
         other => panic!("a closed session streamed: {:?}", other.is_ok()),
@@ -1155,15 +1099,7 @@ async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
         "echo inherited > /session/data/d.txt",
     )
     .await;
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{parent}/close"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &parent, "closed").await;
+    close(&app, &token, &parent).await;
 
     // The parent goes before the child has started.
     let r = app
