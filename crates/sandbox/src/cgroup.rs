@@ -315,13 +315,20 @@ impl Cgroup {
     /// returns once all of them are frozen.
     pub fn freeze(&self) -> Result<(), SandboxError> {
         self.set_frozen(true)?;
-        // The kernel freezes asynchronously (FREEZING, then FROZEN).
+        // The kernel freezes asynchronously (FREEZING, then FROZEN). On v1 a
+        // task caught mid-fork or in the kernel can leave the group in
+        // FREEZING; asking again freezes the stragglers.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut asked = std::time::Instant::now();
         while !self.is_frozen()? {
             if std::time::Instant::now() >= deadline {
                 return Err(SandboxError::Cgroup(
                     "the group did not freeze within 10 s".into(),
                 ));
+            }
+            if asked.elapsed() >= std::time::Duration::from_millis(50) {
+                self.set_frozen(true)?;
+                asked = std::time::Instant::now();
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
