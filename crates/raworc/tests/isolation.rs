@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use raworc_testkit::computer::await_some;
+use raworc_testkit::computer::{await_some, cgroup_dirs, cgroup_file};
 use raworc_testkit::{Backend, StatusCode, TestApp};
 use serde_json::{json, Value};
 
@@ -39,26 +39,6 @@ async fn running(app: &TestApp, token: &str, id: &str) {
         (r.body["state"] == "running").then_some(())
     })
     .await;
-}
-
-/// Directories of computer `id`'s cgroups.
-fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
-    let out = std::process::Command::new("find")
-        .args(["/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name"])
-        .arg(format!("computer-{id}"))
-        .output()
-        .expect("find");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(std::path::PathBuf::from)
-        .collect()
-}
-
-/// The first of computer `id`'s cgroup files called `name`.
-fn cgroup_file(id: &str, name: &str) -> Option<String> {
-    cgroup_dirs(id)
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
 }
 
 /// How many forks computer `id`'s process limit refused (`pids.events`).

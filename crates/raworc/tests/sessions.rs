@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use raworc_testkit::computer::{await_some, Image};
+use raworc_testkit::computer::{await_some, cgroup_dirs, cgroup_file, Image};
 use raworc_testkit::{Backend, Reply, StatusCode, TestApp};
 use serde_json::{json, Value};
 
@@ -143,14 +143,8 @@ async fn set_state(app: &TestApp, token: &str, id: &str, state: &str) {
 /// Waits until every process of computer `id` is frozen (cgroup v1 or v2).
 async fn await_frozen(id: &str) {
     await_some("the computer to freeze", 15, || async {
-        let dirs = computer_cgroup_dirs(id);
-        let v1 = find_file(&dirs, "freezer.state")
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default().trim() == "FROZEN");
-        let v2 = find_file(&dirs, "cgroup.events").map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("frozen 1")
-        });
+        let v1 = cgroup_file(id, "freezer.state").map(|s| s.trim() == "FROZEN");
+        let v2 = cgroup_file(id, "cgroup.events").map(|s| s.contains("frozen 1"));
         v1.or(v2).unwrap_or(false).then_some(())
     })
     .await;
@@ -171,7 +165,7 @@ fn computer_dir(app: &TestApp, id: &str) -> PathBuf {
 
 /// Whether any cgroup of computer `id` is left on this machine.
 fn cgroup_left(id: &str) -> bool {
-    !computer_cgroup_dirs(id).is_empty()
+    !cgroup_dirs(id).is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,30 +421,6 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id), "mounts left behind");
     app.stop().await;
-}
-
-/// Every cgroup directory of computer `id`.
-fn computer_cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let out = std::process::Command::new("find")
-        .args([
-            "/sys/fs/cgroup",
-            "-maxdepth",
-            "7",
-            "-type",
-            "d",
-            "-name",
-            &format!("computer-{id}"),
-        ])
-        .output()
-        .expect("find");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(PathBuf::from)
-        .collect()
-}
-
-fn find_file(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    dirs.iter().map(|d| d.join(name)).find(|p| p.exists())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,18 +266,7 @@ fn is_subvolume(path: &Path) -> bool {
 }
 
 fn btrfs(args: &[&str]) -> Result<(), RuntimeError> {
-    let out = std::process::Command::new("btrfs")
-        .args(args)
-        .output()
-        .map_err(io("running btrfs (install btrfs-progs)"))?;
-    if !out.status.success() {
-        return Err(RuntimeError::Start(format!(
-            "btrfs {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    crate::run_tool("btrfs", args)
 }
 
 /// Removes a layer or a disk: subvolumes (snapshots are read-only)

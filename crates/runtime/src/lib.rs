@@ -38,6 +38,24 @@ pub enum RuntimeError {
     },
 }
 
+/// Runs a host tool (`ip`, `nsenter`, `btrfs`…) to completion; its stderr
+/// is the error when it fails.
+pub(crate) fn run_tool(program: &str, args: &[&str]) -> Result<(), RuntimeError> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io(format!("running {program} (is it installed?)")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Start(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let context = context.into();
     move |source| RuntimeError::Io { context, source }

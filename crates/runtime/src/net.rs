@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use crate::{io, RuntimeError};
+use crate::{io, run_tool as run, RuntimeError};
 
 /// Computers' addresses: a /30 each.
 const BASE: [u8; 2] = [10, 213];
@@ -39,22 +39,6 @@ fn addresses(slot: u16) -> (Ipv4Addr, Ipv4Addr) {
 
 fn interface(slot: u16) -> String {
     format!("rw{slot}")
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), RuntimeError> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io(format!("running {program}")))?;
-    if !out.status.success() {
-        return Err(RuntimeError::Start(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 /// IPv4 name servers of this machine that a computer can reach through NAT.

@@ -83,3 +83,23 @@ impl Image {
         out
     }
 }
+
+/// Directories of computer `id`'s cgroups (one per hierarchy on v1).
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let out = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name"])
+        .arg(format!("computer-{id}"))
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The first of computer `id`'s cgroup files called `name`, read.
+pub fn cgroup_file(id: &str, name: &str) -> Option<String> {
+    cgroup_dirs(id)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+}
