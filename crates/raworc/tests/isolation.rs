@@ -364,15 +364,17 @@ async fn egress_reaches_the_internet_but_never_the_host_or_other_computers() {
             .then_some(())
     })
     .await;
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link"])
-        .output()
-        .unwrap();
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(
-        !links.lines().any(|l| l.contains(": rw")),
-        "veth pairs left: {links}"
-    );
+    // The kernel drops a veth pair when it frees the computer's network
+    // namespace, a moment after the last process: wait for that.
+    await_some("every veth pair to be gone", 30, || async {
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        (!links.lines().any(|l| l.contains(": rw"))).then_some(())
+    })
+    .await;
     app.stop().await;
 }
 
