@@ -11,8 +11,17 @@ ensure_build_tools
 ensure_computer_tools
 echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
-mkdir -p "$HOME/.local/bin"
-ln -sf "$PWD/target/release/raworc" "$HOME/.local/bin/raworc" 2>/dev/null || true
+# Link the binary where PATH looks: /usr/local/bin for root, else
+# ~/.local/bin (and say so when that is not on PATH).
+bin="$PWD/target/release/raworc"
+if [ "$(id -u)" = 0 ]; then link_dir=/usr/local/bin; else link_dir="$HOME/.local/bin"; fi
+mkdir -p "$link_dir"
+ln -sf "$bin" "$link_dir/raworc"
+case ":$PATH:" in
+    *":$link_dir:"*) echo "==> raworc is linked at $link_dir/raworc" ;;
+    *) echo "==> $link_dir is not on your PATH: call $bin, or add it with"
+       echo "      export PATH=\"$link_dir:\$PATH\"" ;;
+esac
 # As root, `raworc start` builds the computer image first when it is
 # missing (a few minutes, once), with progress.
 if [ "$(id -u)" != 0 ]; then

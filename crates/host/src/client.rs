@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::proto::{ComputerResult, ErrorBody, ExecRequest, ExecResult, Ready, SOCKET};
+use crate::proto::{
+    ComputerResult, DesktopReady, ErrorBody, ExecRequest, ExecResult, Ready, SessionConfig, SOCKET,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -180,28 +182,55 @@ impl HostClient {
         serde_json::from_slice(&answer).map_err(|e| HostError::Protocol(e.to_string()))
     }
 
-    /// Waits until the computer is up (or its bring-up failed). A socket
-    /// that is not there yet counts as "still starting".
-    pub async fn ready(&self, timeout: Duration) -> Result<Ready, HostError> {
+    /// Asks `path` until the host has an answer there: a socket that is not
+    /// there yet, or a host that says "still starting" (it answers so after
+    /// a minute of waiting), counts as not yet.
+    async fn wait_for<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &(impl Serialize + Sync),
+        timeout: Duration,
+    ) -> Result<T, HostError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Err(HostError::Timeout(timeout));
             }
-            match self
-                .json::<Ready>(Method::GET, "/v1/ready", &(), left)
-                .await
-            {
-                // Still starting (the host answers after a minute of waiting).
+            match self.json::<T>(method.clone(), path, body, left).await {
                 Err(HostError::Status { status: 503, .. }) => continue,
-                // The host has not opened its socket yet.
                 Err(HostError::Unreachable(_)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Gives the computer the session it serves (waiting for its socket to
+    /// open). The host takes one session in its life.
+    pub async fn assign(
+        &self,
+        session: &SessionConfig,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        self.wait_for::<serde::de::IgnoredAny>(Method::POST, "/v1/session", session, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until the desktop is painted, whether the computer has its
+    /// session yet or not.
+    pub async fn desktop(&self, timeout: Duration) -> Result<DesktopReady, HostError> {
+        self.wait_for(Method::GET, "/v1/desktop", &(), timeout)
+            .await
+    }
+
+    /// Waits until the computer is up (or its bring-up failed): its desktop
+    /// painted and its session's setup run.
+    pub async fn ready(&self, timeout: Duration) -> Result<Ready, HostError> {
+        self.wait_for(Method::GET, "/v1/ready", &(), timeout).await
     }
 
     pub async fn exec(&self, req: &ExecRequest) -> Result<ExecResult, HostError> {

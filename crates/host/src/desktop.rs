@@ -12,7 +12,7 @@ use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
 
 use crate::exec::Environment;
-use crate::proto::{DisplaySize, HostConfig, SetupResult};
+use crate::proto::{DisplaySize, HostConfig, SessionConfig, SetupResult};
 
 /// The display number inside every computer.
 pub const DISPLAY: &str = ":1";
@@ -49,8 +49,17 @@ fn valid_secret_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Whether `path` is on a tmpfs (memory only).
+fn on_tmpfs(path: &str) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false)
+}
+
 /// Writes instructions, setup.sh and the secrets (0600) into `/session`.
-pub async fn write_session_files(config: &HostConfig) -> Result<(), DesktopError> {
+/// Secrets go only to a tmpfs: a computer whose `/session/secrets` is on
+/// its disk fails to start rather than keep them there.
+pub async fn write_session_files(config: &SessionConfig) -> Result<(), DesktopError> {
     use std::os::unix::fs::PermissionsExt;
     tokio::fs::create_dir_all(CODE_DIR)
         .await
@@ -65,9 +74,14 @@ pub async fn write_session_files(config: &HostConfig) -> Result<(), DesktopError
             .await
             .map_err(io("writing setup.sh"))?;
     }
-    tokio::fs::create_dir_all(SECRETS_DIR)
-        .await
-        .map_err(io("creating /session/secrets"))?;
+    if config.secrets.is_empty() {
+        return Ok(());
+    }
+    if !on_tmpfs(SECRETS_DIR) {
+        return Err(DesktopError::Failed(format!(
+            "{SECRETS_DIR} is not a tmpfs; the secrets would reach the disk"
+        )));
+    }
     tokio::fs::set_permissions(SECRETS_DIR, std::fs::Permissions::from_mode(0o700))
         .await
         .map_err(io("protecting /session/secrets"))?;
@@ -184,7 +198,12 @@ impl Desktop {
     }
 
     /// Starts the window manager, the panel, the VNC server and the browser.
-    pub fn start_apps(&mut self, env: &Environment, size: DisplaySize) -> Result<(), DesktopError> {
+    pub fn start_apps(
+        &mut self,
+        env: &Environment,
+        config: &HostConfig,
+    ) -> Result<(), DesktopError> {
+        let size = config.display;
         self.others
             .push(("openbox", spawn(env, "openbox", "/usr/bin/openbox", &[])?));
         self.others
@@ -212,30 +231,32 @@ impl Desktop {
         ));
         let window = format!("--window-size={},{}", size.width, size.height);
         forget_browser_locks();
+        let mut args = vec![
+            "--start-maximized",
+            "--window-position=0,0",
+            &window,
+            "--hide-crash-restore-bubble",
+            "--disable-session-crashed-bubble",
+            // No GPU behind Xvfb: without this Chromium first tries one.
+            "--disable-gpu",
+            // Nothing a fresh desktop needs, all of it start-up time
+            // (and, without egress, connections that only time out).
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ];
+        // Chromium's own sandbox is made of user namespaces; where the
+        // computer refuses them, the computer's sandbox is the browser's
+        // (the image's policy turns off the warning about the flag).
+        if !config.browser_sandbox {
+            args.push("--no-sandbox");
+        }
+        args.push("about:blank");
         self.others.push((
             "chromium",
-            spawn(
-                env,
-                "chromium",
-                "/usr/bin/chromium",
-                &[
-                    "--start-maximized",
-                    "--window-position=0,0",
-                    &window,
-                    "--hide-crash-restore-bubble",
-                    "--disable-session-crashed-bubble",
-                    // No GPU behind Xvfb: without this Chromium first tries one.
-                    "--disable-gpu",
-                    // Nothing a fresh desktop needs, all of it start-up time
-                    // (and, without egress, connections that only time out).
-                    "--no-first-run",
-                    "--no-default-browser-check",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "about:blank",
-                ],
-            )?,
+            spawn(env, "chromium", "/usr/bin/chromium", &args)?,
         ));
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod files;
 mod init;
 pub mod keys;
+mod painted;
 pub mod proto;
 pub mod screen;
 mod server;

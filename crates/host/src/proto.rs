@@ -2,7 +2,9 @@
 //! computer's unix socket (HTTP/1.1, JSON bodies; file contents raw).
 //!
 //! Routes, all under `/v1`:
-//! - `GET  /ready` — waits until the desktop is up and setup has run → [`Ready`]
+//! - `POST /session` [`SessionConfig`] — the session this computer serves (once)
+//! - `GET  /desktop` — waits until the desktop is painted → [`DesktopReady`]
+//! - `GET  /ready` — waits until the desktop is painted and setup has run → [`Ready`]
 //! - `POST /exec` [`ExecRequest`] → [`ExecResult`]
 //! - `GET|PUT /files/{path}` — a file's bytes at `/{path}` inside
 //! - `GET  /screenshot` → `image/png`
@@ -19,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const SOCKET: &str = "host.sock";
 /// File name of the VNC server's socket in the computer's run directory.
 pub const VNC_SOCKET: &str = "vnc.sock";
-/// File name of the start configuration in the run directory; the host
-/// reads it once and removes it (it carries the secrets).
+/// File name of the start configuration in the run directory
+/// ([`HostConfig`]: nothing secret; the session comes over the socket).
 pub const CONFIG: &str = "config.json";
 /// Where the run directory appears inside the computer.
 pub const RUN_DIR: &str = "/run/raworc";
@@ -41,18 +43,31 @@ impl Default for DisplaySize {
     }
 }
 
-/// How the host should bring the computer up.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How the host should bring the computer's desktop up: what any session
+/// on it shares. Read from [`CONFIG`] at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HostConfig {
     #[serde(default)]
     pub display: DisplaySize,
+    /// The browser may build its own sandbox from user namespaces (only
+    /// where the computer allows them).
+    #[serde(default)]
+    pub browser_sandbox: bool,
+}
+
+/// The session a computer serves, given to the host over its socket
+/// (`POST /v1/session`, once per computer): a cold start sends it at once,
+/// a pooled computer gets it when claimed. It never touches a disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionConfig {
     /// Written to `/session/code/setup.sh` and run before the computer is ready.
     #[serde(default)]
     pub setup: Option<String>,
     /// Written to `/session/code/instructions.md`.
     #[serde(default)]
     pub instructions: Option<String>,
-    /// Written to `/session/secrets/NAME` (0600) and given to every command.
+    /// Written to `/session/secrets/NAME` (0600, a tmpfs) and given to
+    /// setup and every command.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Seconds setup may take before it counts as failed.
@@ -64,16 +79,23 @@ fn default_setup_timeout() -> u64 {
     600
 }
 
-impl Default for HostConfig {
+impl Default for SessionConfig {
     fn default() -> Self {
-        HostConfig {
-            display: DisplaySize::default(),
+        SessionConfig {
             setup: None,
             instructions: None,
             secrets: BTreeMap::new(),
             setup_timeout_s: default_setup_timeout(),
         }
     }
+}
+
+/// The desktop is up and painted (`GET /v1/desktop`), session or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DesktopReady {
+    pub display: DisplaySize,
+    /// Milliseconds from the host's start to the painted desktop.
+    pub painted_ms: u64,
 }
 
 /// The computer is up.

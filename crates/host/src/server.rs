@@ -14,14 +14,22 @@ use tokio::sync::{watch, Notify};
 use crate::computer::{Action, ActionError, Computer};
 use crate::exec::{self, Environment};
 use crate::files::{self, FileError};
-use crate::proto::{ErrorBody, ExecRequest, Ready};
+use crate::proto::{DesktopReady, ErrorBody, ExecRequest, Ready, SessionConfig};
 
 /// Where bring-up stands: not yet, done, or failed with a reason.
 pub type Readiness = Option<Result<Ready, String>>;
+/// Where the desktop stands, session or not.
+pub type Painted = Option<Result<DesktopReady, String>>;
 
 pub struct HostState {
+    /// The environment of programs started before the session is known.
     pub env: Environment,
+    /// With the session's secrets, once it is known.
+    pub session_env: OnceLock<Environment>,
+    /// The session this computer serves: set once.
+    pub session: watch::Sender<Option<SessionConfig>>,
     pub ready: watch::Receiver<Readiness>,
+    pub painted: watch::Receiver<Painted>,
     pub computer: OnceLock<Computer>,
     pub shutdown: Arc<Notify>,
 }
@@ -66,6 +74,8 @@ type Shared = Arc<HostState>;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/v1/session", post(assign_session))
+        .route("/v1/desktop", get(desktop))
         .route("/v1/ready", get(ready))
         .route("/v1/exec", post(exec_command))
         .route("/v1/files/{*path}", get(download).put(upload))
@@ -75,23 +85,60 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Waits (up to a minute per call) until bring-up has finished.
-async fn ready(State(state): State<Shared>) -> Result<Json<Ready>, Error> {
-    let mut rx = state.ready.clone();
-    let waited = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|r| r.is_some())).await;
+/// How long one waiting call waits before it answers "still starting".
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits up to [`WAIT`] for `rx` to hold an outcome, and answers with it.
+async fn outcome_of<T: Clone>(
+    mut rx: watch::Receiver<Option<Result<T, String>>>,
+) -> Result<Json<T>, Error> {
+    let waited = tokio::time::timeout(WAIT, rx.wait_for(|r| r.is_some())).await;
     let current = match waited {
         Ok(Ok(r)) => r.clone(),
         Ok(Err(_)) => Some(Err("the host is shutting down".to_owned())),
         Err(_) => None,
     };
     match current {
-        Some(Ok(ready)) => Ok(Json(ready)),
+        Some(Ok(value)) => Ok(Json(value)),
         Some(Err(reason)) => Err(Error(StatusCode::INTERNAL_SERVER_ERROR, reason)),
         None => Err(Error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the computer is still starting".into(),
         )),
     }
+}
+
+/// Gives the computer its session; a computer serves one session only.
+async fn assign_session(
+    State(state): State<Shared>,
+    Json(session): Json<SessionConfig>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let mut session = Some(session);
+    let taken = state.session.send_if_modified(|current| {
+        if current.is_some() {
+            return false;
+        }
+        *current = session.take();
+        true
+    });
+    if taken {
+        Ok(Json(serde_json::json!({ "assigned": true })))
+    } else {
+        Err(Error(
+            StatusCode::CONFLICT,
+            "this computer serves a session already".into(),
+        ))
+    }
+}
+
+/// Waits until the desktop is painted, session or not.
+async fn desktop(State(state): State<Shared>) -> Result<Json<DesktopReady>, Error> {
+    outcome_of(state.painted.clone()).await
+}
+
+/// Waits until bring-up has finished: desktop painted, setup run.
+async fn ready(State(state): State<Shared>) -> Result<Json<Ready>, Error> {
+    outcome_of(state.ready.clone()).await
 }
 
 fn computer_of(state: &HostState) -> Result<&Computer, Error> {
@@ -120,7 +167,8 @@ async fn exec_command(
             ),
         ));
     }
-    exec::run(&state.env, &req.command, "/session", timeout)
+    let env = state.session_env.get().unwrap_or(&state.env);
+    exec::run(env, &req.command, "/session", timeout)
         .await
         .map(Json)
         .map_err(|e| Error(StatusCode::INTERNAL_SERVER_ERROR, format!("exec: {e}")))

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::{TcpStream, UnixListener};
@@ -13,9 +13,15 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::computer::Computer;
 use crate::desktop::{self, Desktop, DISPLAY, VNC_PORT};
 use crate::exec::Environment;
-use crate::proto::{HostConfig, Ready, CONFIG, SOCKET, VNC_SOCKET};
+use crate::painted;
+use crate::proto::{DesktopReady, HostConfig, Ready, SessionConfig, CONFIG, SOCKET, VNC_SOCKET};
 use crate::screen::Screen;
-use crate::server::{self, HostState, Readiness};
+use crate::server::{self, HostState, Painted, Readiness};
+
+/// How long bring-up waits for the desktop to paint after the browser's
+/// window is mapped; past it the computer is ready anyway (and says why in
+/// its log).
+const PAINT_BOUND: Duration = Duration::from_secs(10);
 
 /// Runs the supervisor with its files in `run_dir` (the bound run
 /// directory). Starts its own async runtime: call it from a plain `main`.
@@ -32,8 +38,6 @@ pub fn run(run_dir: PathBuf) -> anyhow::Result<()> {
 fn read_config(run_dir: &Path) -> anyhow::Result<HostConfig> {
     let path = run_dir.join(CONFIG);
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    // The file carries the secrets: gone once read.
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -49,16 +53,21 @@ fn listen(run_dir: &Path, name: &str) -> anyhow::Result<UnixListener> {
 
 async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
     let config = read_config(&run_dir)?;
-    let env = Environment::base(DISPLAY).with(config.secrets.clone());
+    let env = Environment::base(DISPLAY);
     let listener = listen(&run_dir, SOCKET)?;
     let vnc = listen(&run_dir, VNC_SOCKET)?;
     tokio::spawn(relay_vnc(vnc));
 
     let (ready_tx, ready_rx) = watch::channel::<Readiness>(None);
+    let (painted_tx, painted_rx) = watch::channel(None);
+    let (session_tx, session_rx) = watch::channel(None);
     let shutdown = Arc::new(Notify::new());
     let state = Arc::new(HostState {
         env: env.clone(),
+        session_env: OnceLock::new(),
+        session: session_tx,
         ready: ready_rx,
+        painted: painted_rx,
         computer: OnceLock::new(),
         shutdown: shutdown.clone(),
     });
@@ -68,7 +77,7 @@ async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
         let state = state.clone();
         let desktop = desktop.clone();
         tokio::spawn(async move {
-            let outcome = bring_up(&config, &env, &state, &desktop).await;
+            let outcome = bring_up(&config, &env, &state, &desktop, painted_tx, session_rx).await;
             if let Err(reason) = &outcome {
                 tracing::error!(%reason, "the computer did not come up");
             }
@@ -104,47 +113,87 @@ async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything before the computer counts as running.
+/// Milliseconds since `began`, for the log's milestones.
+fn ms(began: Instant) -> u64 {
+    began.elapsed().as_millis() as u64
+}
+
+/// Everything before the computer counts as running: the desktop painted
+/// (reported on its own, for computers that wait in a pool), and the
+/// session's files written and its setup run once the session is known.
 async fn bring_up(
     config: &HostConfig,
     env: &Environment,
     state: &HostState,
     desktop: &Mutex<Option<Desktop>>,
+    painted_tx: watch::Sender<Painted>,
+    mut session_rx: watch::Receiver<Option<SessionConfig>>,
 ) -> Result<Ready, String> {
-    let began = std::time::Instant::now();
-    desktop::write_session_files(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let began = Instant::now();
     let mut started = Desktop::start_display(env, config.display)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(ms = began.elapsed().as_millis() as u64, "display up");
+    tracing::info!(ms = ms(began), "display up");
     let screen = Screen::connect(DISPLAY).map_err(|e| e.to_string())?;
     let size = screen.size();
-    let _ = state.computer.set(Computer::new(screen));
-    let apps = started.start_apps(env, config.display);
+    let computer = Computer::new(screen);
+    let _ = state.computer.set(computer.clone());
+    let apps = started.start_apps(env, config);
     *desktop.lock().await = Some(started);
     apps.map_err(|e| e.to_string())?;
 
-    let setup = async {
-        match &config.setup {
-            Some(_) => desktop::run_setup(env, Duration::from_secs(config.setup_timeout_s))
-                .await
-                .map(Some),
-            None => Ok(None),
+    let painted = async {
+        desktop::await_browser_window()
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(ms = ms(began), "browser window mapped");
+        match painted::await_painted(DISPLAY, &computer, PAINT_BOUND).await {
+            painted::Outcome::Painted => tracing::info!(ms = ms(began), "desktop painted"),
+            painted::Outcome::GaveUp(missing) => tracing::warn!(
+                ms = ms(began),
+                waited_for = %missing,
+                "gave up waiting for a painted desktop; ready without it"
+            ),
         }
+        let ready = DesktopReady {
+            display: size,
+            painted_ms: ms(began),
+        };
+        let _ = painted_tx.send(Some(Ok(ready.clone())));
+        Ok::<_, String>(ready)
     };
-    let window = async {
-        let shown = desktop::await_browser_window().await;
-        tracing::info!(
-            ms = began.elapsed().as_millis() as u64,
-            "browser window mapped"
-        );
-        shown
+    let session = async {
+        let session = session_rx
+            .wait_for(|s| s.is_some())
+            .await
+            .map_err(|_| "the host is shutting down".to_owned())?
+            .clone()
+            .unwrap_or_default();
+        tracing::info!(ms = ms(began), "session received");
+        desktop::write_session_files(&session)
+            .await
+            .map_err(|e| e.to_string())?;
+        let env = env.clone().with(session.secrets.clone());
+        let _ = state.session_env.set(env.clone());
+        let setup = match &session.setup {
+            Some(_) => {
+                let timeout = Duration::from_secs(session.setup_timeout_s);
+                let result = desktop::run_setup(&env, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(ms = ms(began), exit_code = result.exit_code, "setup done");
+                Some(result)
+            }
+            None => None,
+        };
+        Ok::<_, String>(setup)
     };
-    let (setup, window) = tokio::join!(setup, window);
-    let setup = setup.map_err(|e| e.to_string())?;
-    window.map_err(|e| e.to_string())?;
+    let (painted, setup) = tokio::join!(painted, session);
+    if let Err(reason) = &painted {
+        let _ = painted_tx.send(Some(Err(reason.clone())));
+    }
+    let setup = setup?;
+    painted?;
     if let Some(result) = &setup {
         if result.exit_code != 0 {
             return Err(format!(
@@ -154,6 +203,7 @@ async fn bring_up(
             ));
         }
     }
+    tracing::info!(ms = ms(began), "ready");
     Ok(Ready {
         display: size,
         setup,

@@ -23,10 +23,14 @@ mkdir -p /etc/chromium.d
 cat > /etc/chromium.d/raworc <<'FLAGS'
 export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --no-first-run --disable-background-networking --disable-component-update --disable-sync --disable-quic --disable-gpu --password-store=basic"
 FLAGS
+# Where computers refuse user namespaces, Chromium runs with --no-sandbox
+# (the computer is its sandbox); the policy below keeps the warning bar
+# about that flag off the screen.
 mkdir -p /etc/chromium/policies/managed
 cat > /etc/chromium/policies/managed/raworc.json <<'POLICY'
 {
   "BrowserSignin": 0,
+  "CommandLineFlagSecurityWarningsEnabled": false,
   "DefaultBrowserSettingEnabled": false,
   "MetricsReportingEnabled": false,
   "PromotionalTabsEnabled": false,
@@ -47,6 +51,9 @@ launcher_item_app = /usr/share/applications/debian-xterm.desktop
 launcher_item_app = /usr/share/applications/pcmanfm.desktop
 LAUNCHERS
 chown -R computer:computer /home/computer
+
+# Font caches made once here instead of at each computer's first start.
+fc-cache -s
 
 # Keep the image small: no package lists or caches.
 apt-get clean

@@ -19,6 +19,7 @@ fn runtime(dir: &Path) -> LocalRuntime {
         image: raworc_testkit::computer::image_rootfs(),
         host_binary: env!("CARGO_BIN_EXE_raworc").into(),
         limits: LocalConfig::default_limits(),
+        allow_user_namespaces: false,
     })
 }
 
@@ -97,9 +98,11 @@ async fn a_computer_comes_up_and_serves_commands_files_screenshots_and_input() {
     assert_eq!(setup.exit_code, 0);
     assert!(setup.output_tail.contains("hello-from-setup"), "{setup:?}");
     assert_eq!(rt.state(&spec.id).await.unwrap(), ComputerState::Running);
-    // The start configuration (it carries the secrets) is gone once read.
-    let run = dir.path().join("computers").join(&spec.id).join("run");
-    assert!(!run.join("config.json").exists());
+    // The secrets reached the computer over its socket, into memory only.
+    let disk = dir.path().join("computers").join(&spec.id);
+    let config = std::fs::read_to_string(disk.join("run/config.json")).unwrap();
+    assert!(!config.contains("s3cret-value"), "{config}");
+    assert!(!disk.join("upper/session/secrets/API_KEY").exists());
     let host = rt.host(&spec.id).unwrap();
 
     // Commands: the computer's user, in /session, with the secrets.

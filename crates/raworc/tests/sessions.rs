@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use raworc_testkit::computer::{await_some, cgroup_dirs, cgroup_file, Image};
-use raworc_testkit::{Backend, Reply, StatusCode, TestApp};
+use raworc_testkit::{Backend, StatusCode, TestApp};
 use serde_json::{json, Value};
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
@@ -16,38 +16,6 @@ async fn app() -> TestApp {
         raworc_testkit::computer::enable(c, Path::new(RAWORC))
     })
     .await
-}
-
-/// Waits for session `id` to reach `state`; fails at once if it errors instead.
-async fn await_state(app: &TestApp, token: &str, id: &str, state: &str) -> Value {
-    await_some(&format!("session {id} to be {state}"), 120, || async {
-        let r = app
-            .get(&format!("/api/v0/sessions/{id}"), Some(token))
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        if state != "errored" {
-            assert_ne!(r.body["state"], "errored", "{:?}", r.body);
-        }
-        (r.body["state"] == state).then_some(r.body)
-    })
-    .await
-}
-
-async fn exec(app: &TestApp, token: &str, id: &str, command: &str) -> Reply {
-    app.post(
-        &format!("/api/v0/sessions/{id}/exec"),
-        Some(token),
-        json!({ "command": command, "timeout_s": 30 }),
-    )
-    .await
-}
-
-/// Runs `command` and returns its stdout; fails unless it exits 0.
-async fn run(app: &TestApp, token: &str, id: &str, command: &str) -> String {
-    let r = exec(app, token, id, command).await;
-    assert_eq!(r.status, StatusCode::OK, "{command}: {:?}", r.body);
-    assert_eq!(r.body["exit_code"], 0, "{command}: {:?}", r.body);
-    r.body["stdout"].as_str().unwrap_or_default().to_owned()
 }
 
 async fn act(app: &TestApp, token: &str, id: &str, input: Value) -> Value {
@@ -62,24 +30,11 @@ async fn act(app: &TestApp, token: &str, id: &str, input: Value) -> Value {
     r.body
 }
 
-async fn screenshot(app: &TestApp, token: &str, id: &str) -> Image {
-    let r = app
-        .client
-        .get(format!("{}/api/v0/sessions/{id}/screenshot", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("screenshot request");
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["content-type"], "image/png");
-    Image::decode(&r.bytes().await.expect("screenshot body"))
-}
-
 /// The region (around the screen's centre) the click test watches.
 const WATCH: (u32, u32, u32, u32) = (500, 380, 260, 220);
 
 async fn watched(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
-    screenshot(app, token, id)
+    app.screenshot(token, id)
         .await
         .region(WATCH.0, WATCH.1, WATCH.2, WATCH.3)
 }
@@ -112,7 +67,7 @@ async fn close(app: &TestApp, token: &str, id: &str) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "close: {:?}", r.body);
-    await_state(app, token, id, "closed").await;
+    app.await_state(token, id, "closed").await;
 }
 
 /// Restores session `id` and waits until it runs.
@@ -125,7 +80,7 @@ async fn restore(app: &TestApp, token: &str, id: &str) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "restore: {:?}", r.body);
-    await_state(app, token, id, "running").await;
+    app.await_state(token, id, "running").await;
 }
 
 /// Pauses (`paused`) or resumes (`running`) session `id`.
@@ -153,7 +108,7 @@ async fn await_frozen(id: &str) {
 /// Waits until computer `id` runs commands again.
 async fn await_awake(app: &TestApp, token: &str, id: &str) {
     await_some("the computer to answer again", 15, || async {
-        let r = exec(app, token, id, "echo awake").await;
+        let r = app.exec(token, id, "echo awake", 30).await;
         (r.status == StatusCode::OK && r.body["stdout"] == "awake\n").then_some(())
     })
     .await;
@@ -184,19 +139,18 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
             }),
         )
         .await;
-    let s = await_state(&app, &token, &id, "running").await;
+    let s = app.await_state(&token, &id, "running").await;
     assert!(s["error"].is_null(), "{s:?}");
 
     // Commands: the computer's user, in /session, with secrets and setup done.
-    let out = run(
-        &app,
-        &token,
+    let out = app.run(&token,
         &id,
-        "id -u; pwd; echo \"$API_KEY\"; cat /session/code/instructions.md; echo; cat /session/data/setup-runs",
-    )
+        "id -u; pwd; echo \"$API_KEY\"; cat /session/code/instructions.md; echo; cat /session/data/setup-runs")
     .await;
     assert_eq!(out, "1000\n/session\nk-123\nBe brief.\nran\n");
-    let failed = exec(&app, &token, &id, "echo out; echo err >&2; exit 7").await;
+    let failed = app
+        .exec(&token, &id, "echo out; echo err >&2; exit 7", 30)
+        .await;
     assert_eq!(failed.status, StatusCode::OK);
     assert_eq!(
         (
@@ -239,13 +193,13 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     for r in [
         app.get(&format!("/api/v0/sessions/{id}/screenshot"), Some(&other))
             .await,
-        exec(&app, &other, &id, "true").await,
+        app.exec(&other, &id, "true", 30).await,
     ] {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
     }
 
     // Screenshots are PNGs at the display's size; a click changes the screen.
-    let shot = screenshot(&app, &token, &id).await;
+    let shot = app.screenshot(&token, &id).await;
     assert_eq!((shot.width, shot.height), (1024, 768));
     let before = settled(&app, &token, &id).await;
     act(
@@ -273,23 +227,20 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     assert_eq!(Image::decode(&png).width, 1024);
 
     // Typed text lands in the focused window.
-    run(
-        &app,
-        &token,
+    app.run(&token,
         &id,
-        "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
-    )
+        "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &")
     .await;
     // Mapped (not merely created), then clicked until the window manager
     // says it is the active window: typing before that would go elsewhere.
     let window = await_some("the terminal window on screen", 30, || async {
-        let out = run(
-            &app,
-            &token,
-            &id,
-            "xwininfo -name typing-target 2>/dev/null || true",
-        )
-        .await;
+        let out = app
+            .run(
+                &token,
+                &id,
+                "xwininfo -name typing-target 2>/dev/null || true",
+            )
+            .await;
         let window = out
             .lines()
             .find_map(|l| l.split("Window id: ").nth(1))
@@ -306,7 +257,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
             json!({"action": "left_click", "coordinate": [120, 100]}),
         )
         .await;
-        let out = run(&app, &token, &id, "xprop -root _NET_ACTIVE_WINDOW").await;
+        let out = app.run(&token, &id, "xprop -root _NET_ACTIVE_WINDOW").await;
         out.trim_end().ends_with(&window).then_some(())
     })
     .await;
@@ -325,13 +276,13 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     )
     .await;
     let typed = await_some("the typed text", 15, || async {
-        let out = run(
-            &app,
-            &token,
-            &id,
-            "cat /tmp/typed 2>/dev/null; pgrep -x xterm || echo closed",
-        )
-        .await;
+        let out = app
+            .run(
+                &token,
+                &id,
+                "cat /tmp/typed 2>/dev/null; pgrep -x xterm || echo closed",
+            )
+            .await;
         out.ends_with("closed\n").then_some(out)
     })
     .await;
@@ -380,7 +331,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
 
     // Pause freezes every process; the computer API says why it refuses.
     set_state(&app, &token, &id, "paused").await;
-    let r = exec(&app, &token, &id, "true").await;
+    let r = app.exec(&token, &id, "true", 30).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.error().contains("paused"), "{}", r.error());
     await_frozen(&id).await;
@@ -391,20 +342,20 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     close(&app, &token, &id).await;
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
     assert!(!cgroup_left(&id), "a closed computer keeps its cgroup");
-    let r = exec(&app, &token, &id, "true").await;
+    let r = app.exec(&token, &id, "true", 30).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.error().contains("closed"), "{}", r.error());
     assert!(computer_dir(&app, &id).join("upper").is_dir());
 
     // Restore starts it again from the kept disk; setup runs again.
     restore(&app, &token, &id).await;
-    let out = run(
-        &app,
-        &token,
-        &id,
-        "cat '/session/data/notes/a b.txt'; echo; cat /session/data/setup-runs",
-    )
-    .await;
+    let out = app
+        .run(
+            &token,
+            &id,
+            "cat '/session/data/notes/a b.txt'; echo; cat /session/data/setup-runs",
+        )
+        .await;
     assert_eq!(out, "kept ✓\nran\nran\n");
 
     // Delete: processes and disk go, the row stays as `deleted`.
@@ -423,6 +374,78 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     app.stop().await;
 }
 
+/// Polls session `id` every few milliseconds and, the moment it first
+/// reads `running`, takes a screenshot: what a client would see first.
+async fn first_look_when_running(app: &TestApp, token: &str, id: &str) -> Image {
+    let path = format!("/api/v0/sessions/{id}");
+    await_some(&format!("session {id} to run"), 120, || async {
+        let r = app.get(&path, Some(token)).await;
+        assert_ne!(r.body["state"], "errored", "{:?}", r.body);
+        (r.body["state"] == "running").then_some(())
+    })
+    .await;
+    app.screenshot(token, id).await
+}
+
+#[track_caller]
+fn assert_painted(image: &Image, what: &str) {
+    assert!(
+        image.shows_painted_desktop(),
+        "{what}: the first screenshot at `running` is not a painted desktop \
+         (browser chrome {} colours, panel {} colours)",
+        image.colours(0, 0, image.width, 80),
+        image.colours(0, image.height - 24, image.width, 24)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_means_a_painted_desktop_for_starts_restores_and_remixes() {
+    let app = app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({"name": "painted"})).await;
+    assert_painted(
+        &first_look_when_running(&app, &token, &id).await,
+        "a new session",
+    );
+
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/remix"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let child = r.body["id"].as_str().unwrap().to_owned();
+    assert_painted(
+        &first_look_when_running(&app, &token, &child).await,
+        "a remix",
+    );
+
+    close(&app, &token, &id).await;
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    assert_painted(
+        &first_look_when_running(&app, &token, &id).await,
+        "a restore",
+    );
+    // The browser runs without a warning bar about its flags: the row under
+    // the toolbar is the page's (white), not an info bar's.
+    let shot = app.screenshot(&token, &id).await;
+    let below_toolbar = shot.region(10, 100, shot.width - 20, 30);
+    assert!(
+        below_toolbar.iter().all(|&v| v == 255),
+        "something sits between the toolbar and the page"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_setup_errors_the_session_with_its_output_until_fixed() {
     let app = app().await;
@@ -430,7 +453,7 @@ async fn a_failing_setup_errors_the_session_with_its_output_until_fixed() {
     let id = app
         .session(&token, json!({"setup": "echo about to fail; exit 3\n"}))
         .await;
-    let s = await_state(&app, &token, &id, "errored").await;
+    let s = app.await_state(&token, &id, "errored").await;
     let error = s["error"].as_str().unwrap_or_default();
     assert!(error.contains("setup.sh exited with 3"), "{error}");
     assert!(error.contains("about to fail"), "{error}");
@@ -452,7 +475,7 @@ async fn a_failing_setup_errors_the_session_with_its_output_until_fixed() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let s = await_state(&app, &token, &id, "running").await;
+    let s = app.await_state(&token, &id, "running").await;
     assert!(s["error"].is_null(), "the old reason is cleared: {s:?}");
     app.stop().await;
 }
@@ -469,8 +492,9 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     let r = app.post("/api/v0/sessions", Some(&token), json!({})).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
     assert!(r.error().contains("at most 1"), "{}", r.error());
-    await_state(&app, &token, &id, "running").await;
-    run(&app, &token, &id, "echo before > /session/data/mark").await;
+    app.await_state(&token, &id, "running").await;
+    app.run(&token, &id, "echo before > /session/data/mark")
+        .await;
 
     // A graceful restart stops the computer and starts it again after.
     let data_dir = app.data_dir.clone();
@@ -480,7 +504,7 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     assert_eq!(app.data_dir, data_dir);
     let token = app.login("dev", "dev-password").await;
     let mark = await_some("the computer to be back", 120, || async {
-        let r = exec(&app, &token, &id, "cat /session/data/mark").await;
+        let r = app.exec(&token, &id, "cat /session/data/mark", 30).await;
         (r.status == StatusCode::OK).then_some(r.body["stdout"].clone())
     })
     .await;
@@ -489,7 +513,7 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     // Room comes back once the session is closed.
     close(&app, &token, &id).await;
     let second = app.session(&token, json!({})).await;
-    await_state(&app, &token, &second, "running").await;
+    app.await_state(&token, &second, "running").await;
     app.stop().await;
 }
 
@@ -517,11 +541,10 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     let token = app.admin_token.clone();
     let kept = app.session(&token, json!({"name": "kept"})).await;
     let dies = app.session(&token, json!({"name": "dies"})).await;
-    await_state(&app, &token, &kept, "running").await;
-    await_state(&app, &token, &dies, "running").await;
+    app.await_state(&token, &kept, "running").await;
+    app.await_state(&token, &dies, "running").await;
     // A background process that must survive the control plane's crash.
-    run(
-        &app,
+    app.run(
         &token,
         &kept,
         "setsid sleep 1000 >/dev/null 2>&1 < /dev/null &",
@@ -542,18 +565,18 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let app = server.app(&db).await;
     // Adopted as it was: same PID 1, background process still there.
-    let out = run(
-        &app,
-        &token,
-        &kept,
-        "pgrep -x sleep >/dev/null && echo still-sleeping",
-    )
-    .await;
+    let out = app
+        .run(
+            &token,
+            &kept,
+            "pgrep -x sleep >/dev/null && echo still-sleeping",
+        )
+        .await;
     assert_eq!(out, "still-sleeping\n");
     assert_eq!(computer_pid(&app.data_dir, &kept), Some(kept_pid));
     // The dead one is started again from its disk.
     let back = await_some("the dead computer to be back", 120, || async {
-        let r = exec(&app, &token, &dies, "echo up").await;
+        let r = app.exec(&token, &dies, "echo up", 30).await;
         (r.status == StatusCode::OK).then_some(())
     })
     .await;
@@ -590,9 +613,8 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
             json!({"instructions": "parent rules", "setup": "true"}),
         )
         .await;
-    await_state(&app, &token, &parent, "running").await;
-    run(
-        &app,
+    app.await_state(&token, &parent, "running").await;
+    app.run(
         &token,
         &parent,
         "echo data > /session/data/d.txt; echo code > /session/code/c.txt; \
@@ -619,34 +641,32 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         let child = r.body["id"].as_str().unwrap().to_owned();
-        await_state(&app, &token, &child, "running").await;
-        assert_eq!(run(&app, &token, &child, probe).await, expected, "{body}");
+        app.await_state(&token, &child, "running").await;
+        assert_eq!(app.run(&token, &child, probe).await, expected, "{body}");
         children.push(child);
     }
     // Without code, nothing of the parent's code comes along.
-    let out = run(&app, &token, &children[2], "ls -A /session/code | wc -l").await;
+    let out = app
+        .run(&token, &children[2], "ls -A /session/code | wc -l")
+        .await;
     assert_eq!(out, "0\n");
 
     // The parent goes on with its own disk; children do not see its changes.
     restore(&app, &token, &parent).await;
-    assert_eq!(
-        run(&app, &token, &parent, probe).await,
-        "data\ncode\nhome\n"
-    );
-    run(
-        &app,
+    assert_eq!(app.run(&token, &parent, probe).await, "data\ncode\nhome\n");
+    app.run(
         &token,
         &parent,
         "echo later > /session/data/later.txt; rm /session/data/d.txt",
     )
     .await;
-    let out = run(
-        &app,
-        &token,
-        &children[0],
-        "cat /session/data/d.txt; ls /session/data/later.txt 2>&1 || true",
-    )
-    .await;
+    let out = app
+        .run(
+            &token,
+            &children[0],
+            "cat /session/data/d.txt; ls /session/data/later.txt 2>&1 || true",
+        )
+        .await;
     assert!(
         out.starts_with("data\n") && out.contains("No such file"),
         "{out}"
@@ -662,20 +682,20 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let live = r.body["id"].as_str().unwrap().to_owned();
-    await_state(&app, &token, &live, "running").await;
-    let out = run(
-        &app,
-        &token,
-        &live,
-        "cat /session/data/later.txt; ls /session/data/d.txt 2>&1 || true",
-    )
-    .await;
+    app.await_state(&token, &live, "running").await;
+    let out = app
+        .run(
+            &token,
+            &live,
+            "cat /session/data/later.txt; ls /session/data/d.txt 2>&1 || true",
+        )
+        .await;
     assert!(
         out.starts_with("later\n") && out.contains("No such file"),
         "{out}"
     );
     assert_eq!(
-        run(&app, &token, &parent, "echo still-running").await,
+        app.run(&token, &parent, "echo still-running").await,
         "still-running\n"
     );
 
@@ -822,7 +842,7 @@ async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked(
     let token = app.operator("dev", "user").await;
     let other = app.operator("eve", "user").await;
     let id = app.session(&token, json!({})).await;
-    await_state(&app, &token, &id, "running").await;
+    app.await_state(&token, &id, "running").await;
 
     let info = app.get(&format!("/vnc/{id}/info"), Some(&token)).await;
     assert_eq!(info.status, StatusCode::OK, "{:?}", info.body);
@@ -920,12 +940,12 @@ async fn idle_sessions_are_paused_then_closed_and_use_keeps_them_running() {
     .await;
     let token = app.operator("dev", "user").await;
     let id = app.session(&token, json!({})).await;
-    await_state(&app, &token, &id, "running").await;
+    app.await_state(&token, &id, "running").await;
 
     // Used more often than the pause timeout: it stays running.
     let used_until = std::time::Instant::now() + std::time::Duration::from_secs(4);
     while std::time::Instant::now() < used_until {
-        assert_eq!(run(&app, &token, &id, "echo busy").await, "busy\n");
+        assert_eq!(app.run(&token, &id, "echo busy").await, "busy\n");
         let s = app
             .get(&format!("/api/v0/sessions/{id}"), Some(&token))
             .await;
@@ -935,9 +955,9 @@ async fn idle_sessions_are_paused_then_closed_and_use_keeps_them_running() {
 
     // Left alone: paused, then closed with the disk kept.
     let paused_at = std::time::Instant::now();
-    await_state(&app, &token, &id, "paused").await;
+    app.await_state(&token, &id, "paused").await;
     assert!(paused_at.elapsed() >= std::time::Duration::from_millis(1000));
-    await_state(&app, &token, &id, "closed").await;
+    app.await_state(&token, &id, "closed").await;
     assert!(computer_dir(&app, &id).join("upper").is_dir());
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
     // Both changes are in the audit log, by the operator.
@@ -988,8 +1008,8 @@ async fn on_a_btrfs_disk_image_a_running_session_is_remixed_by_snapshot() {
     assert!(btrfs_mounted_at(&computers), "the disk image is mounted");
     let token = app.operator("dev", "user").await;
     let parent = app.session(&token, json!({})).await;
-    await_state(&app, &token, &parent, "running").await;
-    run(&app, &token, &parent, "head -c 50M /dev/urandom > /session/data/blob; sha256sum /session/data/blob > /session/data/sum").await;
+    app.await_state(&token, &parent, "running").await;
+    app.run(&token, &parent, "head -c 50M /dev/urandom > /session/data/blob; sha256sum /session/data/blob > /session/data/sum").await;
 
     // Remixed while it runs: the child starts from a snapshot of its disk.
     let r = app
@@ -1001,8 +1021,9 @@ async fn on_a_btrfs_disk_image_a_running_session_is_remixed_by_snapshot() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let child = r.body["id"].as_str().unwrap().to_owned();
-    await_state(&app, &token, &child, "running").await;
-    run(&app, &token, &child, "cd /session/data && sha256sum -c sum").await;
+    app.await_state(&token, &child, "running").await;
+    app.run(&token, &child, "cd /session/data && sha256sum -c sum")
+        .await;
     let layers = std::fs::read_to_string(computers.join(&child).join("layers")).unwrap();
     // The layer entry names the snapshot and the upper layer inside it.
     let entry = layers.lines().next().expect("a layer");
@@ -1024,11 +1045,14 @@ async fn on_a_btrfs_disk_image_a_running_session_is_remixed_by_snapshot() {
         String::from_utf8_lossy(&ro.stderr)
     );
     assert_eq!(
-        run(&app, &token, &parent, "echo parent-goes-on").await,
+        app.run(&token, &parent, "echo parent-goes-on").await,
         "parent-goes-on\n"
     );
-    run(&app, &token, &parent, "echo later > /session/data/later").await;
-    let out = exec(&app, &token, &child, "cat /session/data/later").await;
+    app.run(&token, &parent, "echo later > /session/data/later")
+        .await;
+    let out = app
+        .exec(&token, &child, "cat /session/data/later", 30)
+        .await;
     assert_ne!(
         out.body["exit_code"], 0,
         "the child sees the parent's later changes"
@@ -1061,14 +1085,9 @@ async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
     let app = app().await;
     let token = app.operator("dev", "user").await;
     let parent = app.session(&token, json!({})).await;
-    await_state(&app, &token, &parent, "running").await;
-    run(
-        &app,
-        &token,
-        &parent,
-        "echo inherited > /session/data/d.txt",
-    )
-    .await;
+    app.await_state(&token, &parent, "running").await;
+    app.run(&token, &parent, "echo inherited > /session/data/d.txt")
+        .await;
     close(&app, &token, &parent).await;
 
     // The parent goes before the child has started.
@@ -1085,9 +1104,9 @@ async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
         .delete(&format!("/api/v0/sessions/{parent}"), Some(&token))
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    await_state(&app, &token, &child, "running").await;
+    app.await_state(&token, &child, "running").await;
     assert_eq!(
-        run(&app, &token, &child, "cat /session/data/d.txt").await,
+        app.run(&token, &child, "cat /session/data/d.txt").await,
         "inherited\n"
     );
     app.stop().await;

@@ -38,15 +38,19 @@ pub enum RuntimeError {
     },
 }
 
-/// Runs a host tool (`ip`, `nsenter`, `btrfs`…) to completion; its stderr
-/// is the error when it fails.
-pub(crate) fn run_tool(program: &str, args: &[&str]) -> Result<(), RuntimeError> {
+/// Runs a host tool (`ip`, `nsenter`, `btrfs`, `mount`…) to completion;
+/// its stderr is the error when it fails.
+pub fn run_tool<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Result<(), RuntimeError> {
     let out = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(io(format!("running {program} (is it installed?)")))?;
     if !out.status.success() {
+        let args: Vec<_> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
         return Err(RuntimeError::Start(format!(
             "{program} {}: {}",
             args.join(" "),

@@ -4,14 +4,17 @@
 //! On disk, per computer (`<computers>/<id>/`):
 //! - `upper/`, `work/` — the persistent overlay layer (the computer's disk) and overlayfs' scratch;
 //! - `root/` — where the overlay is mounted, inside the sandbox's mount namespace only;
-//! - `run/` — bound at `/run/raworc` inside: the start configuration, the host's
-//!   socket and the VNC socket (uid 1000, 0700: no other computer sees it);
+//! - `run/` — bound at `/run/raworc` inside: the start configuration (nothing
+//!   secret), the host's socket and the VNC socket (uid 1000, 0700: no other
+//!   computer sees it);
 //! - `host.log` — the host's output;
 //! - `pid` — PID 1 of the running computer and its start time, so that a
 //!   control plane restarted after a crash adopts the computer again
 //!   ([`LocalRuntime::new`]) instead of leaking it.
 //!
 //! The raworc binary itself is bound read-only at `/run/bin/raworc`.
+//! `/session/secrets` is a tmpfs of the computer's: the session's secrets go
+//! to the host over its socket and from there to memory, never to a disk.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -20,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raworc_host::client::HostClient;
-use raworc_host::proto::{HostConfig, CONFIG, RUN_DIR, VNC_SOCKET};
-use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec};
+use raworc_host::proto::{HostConfig, SessionConfig, CONFIG, RUN_DIR, VNC_SOCKET};
+use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec, Tmpfs};
 use tokio::sync::watch;
 
 use crate::disk::{remove_tree, Disks};
@@ -41,6 +44,9 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// up a browser is the heaviest thing most computers do, and the cap would
 /// make every start wait for it. The cap applies once the computer is up.
 const START_BURST: Duration = Duration::from_secs(5);
+/// The computer's tmpfs for the session's secrets, and its size.
+const SECRETS_DIR: &str = "/session/secrets";
+const SECRETS_SIZE: u64 = 4 << 20;
 /// How much of the host's log a start error quotes.
 const LOG_TAIL: usize = 2048;
 
@@ -54,6 +60,8 @@ pub struct LocalConfig {
     pub host_binary: PathBuf,
     /// Limits of computers whose spec sets none.
     pub limits: Limits,
+    /// Lets processes in computers make user namespaces (refused by default).
+    pub allow_user_namespaces: bool,
 }
 
 impl LocalConfig {
@@ -276,6 +284,14 @@ impl LocalRuntime {
             remove_any(&conf)?;
             write_new(&conf, resolv_conf().as_bytes(), 0o644)?;
         }
+        // Secrets live in a tmpfs mounted over /session/secrets; whatever an
+        // older version kept on the disk there goes.
+        let session = dir.join("upper").join("session");
+        match std::fs::symlink_metadata(&session) {
+            Ok(meta) if meta.is_dir() => remove_any(&session.join("secrets"))?,
+            Ok(_) => remove_any(&session)?,
+            Err(_) => {}
+        }
         // A fresh run directory each start, owned by the computer's user.
         let run = dir.join("run");
         remove_any(&run)?;
@@ -285,10 +301,7 @@ impl LocalRuntime {
             .map_err(io("protecting the run directory"))?;
         let config = HostConfig {
             display: spec.display,
-            setup: spec.setup.clone(),
-            instructions: spec.instructions.clone(),
-            secrets: spec.secrets.clone(),
-            ..HostConfig::default()
+            browser_sandbox: self.config.allow_user_namespaces,
         };
         let path = run.join(CONFIG);
         let bytes = serde_json::to_vec(&config).map_err(|e| RuntimeError::Start(e.to_string()))?;
@@ -350,6 +363,12 @@ impl LocalRuntime {
                 },
             ],
             log: Some(dir.join("host.log")),
+            tmpfs: vec![Tmpfs {
+                target: SECRETS_DIR.into(),
+                mode: 0o700,
+                size_bytes: SECRETS_SIZE,
+            }],
+            allow_user_namespaces: self.config.allow_user_namespaces,
         })
     }
 
@@ -482,10 +501,20 @@ impl Runtime for LocalRuntime {
         }
 
         let client = self.client(&spec.id);
-        let timeout = Duration::from_secs(HostConfig::default().setup_timeout_s) + START_GRACE;
+        let session = SessionConfig {
+            setup: spec.setup.clone(),
+            instructions: spec.instructions.clone(),
+            secrets: spec.secrets.clone(),
+            ..SessionConfig::default()
+        };
+        let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
         let mut ended = exited.clone();
+        let up = async {
+            client.assign(&session, START_GRACE).await?;
+            client.ready(timeout).await
+        };
         let outcome = tokio::select! {
-            ready = client.ready(timeout) => ready.map_err(|e| e.to_string()),
+            ready = up => ready.map_err(|e| e.to_string()),
             _ = ended.wait_for(|e| e.is_some()) => Err(String::new()),
         };
         let reason = match outcome {

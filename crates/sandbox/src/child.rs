@@ -9,7 +9,7 @@ use nix::mount::{mount, MsFlags};
 
 use std::path::{Component, Path};
 
-use crate::{cpath, cstring, Bind, SandboxError, SandboxSpec};
+use crate::{cpath, cstring, Bind, SandboxError, SandboxSpec, Tmpfs};
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -59,6 +59,47 @@ impl BindPlan {
     }
 }
 
+/// One tmpfs, resolved: directories to create inside (outermost first,
+/// the target last) and its mount options.
+struct TmpfsPlan {
+    dirs: Vec<CString>,
+    options: CString,
+}
+
+impl TmpfsPlan {
+    fn new(tmpfs: &Tmpfs, uid: u32, gid: u32) -> Result<TmpfsPlan, SandboxError> {
+        let target = Path::new(&tmpfs.target);
+        let plain = target.is_absolute()
+            && target.components().count() > 1
+            && target
+                .components()
+                .skip(1)
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(SandboxError::Spec(format!(
+                "tmpfs target {} is not a plain absolute path",
+                tmpfs.target
+            )));
+        }
+        let mut dirs = Vec::new();
+        let mut dir = std::path::PathBuf::from("/");
+        for c in target.components().skip(1) {
+            dir.push(c);
+            dirs.push(cpath("tmpfs target", &dir)?);
+        }
+        Ok(TmpfsPlan {
+            dirs,
+            options: cstring(
+                "tmpfs options",
+                format!(
+                    "mode={:o},uid={uid},gid={gid},size={}",
+                    tmpfs.mode, tmpfs.size_bytes
+                ),
+            )?,
+        })
+    }
+}
+
 pub(crate) struct Plan {
     root: CString,
     overlay_options: CString,
@@ -71,6 +112,7 @@ pub(crate) struct Plan {
     devices: Vec<(CString, CString)>,
     run: CString,
     binds: Vec<BindPlan>,
+    tmpfs: Vec<TmpfsPlan>,
     hostname: String,
     uid: u32,
     gid: u32,
@@ -80,7 +122,7 @@ pub(crate) struct Plan {
     argv_ptrs: Vec<*const libc::c_char>,
     env: Vec<CString>,
     env_ptrs: Vec<*const libc::c_char>,
-    seccomp: seccompiler::BpfProgram,
+    seccomp: Vec<seccompiler::BpfProgram>,
 }
 
 impl Plan {
@@ -151,6 +193,11 @@ impl Plan {
                 .iter()
                 .map(|b| BindPlan::new(&root, b))
                 .collect::<Result<_, _>>()?,
+            tmpfs: spec
+                .tmpfs
+                .iter()
+                .map(|t| TmpfsPlan::new(t, spec.uid, spec.gid))
+                .collect::<Result<_, _>>()?,
             hostname: spec.hostname.clone(),
             uid: spec.uid,
             gid: spec.gid,
@@ -160,7 +207,7 @@ impl Plan {
             env_ptrs: Vec::new(),
             argv,
             env,
-            seccomp: crate::seccomp::program()?,
+            seccomp: crate::seccomp::programs(spec.allow_user_namespaces)?,
         };
         plan.argv_ptrs = plan.argv.iter().map(|a| a.as_ptr()).collect();
         plan.argv_ptrs.push(std::ptr::null());
@@ -456,6 +503,24 @@ pub(crate) fn run(
         nix::mount::umount2(c".", nix::mount::MntFlags::MNT_DETACH)
     );
     step!(report, "chdir /", nix::unistd::chdir(c"/"));
+    for tmpfs in &plan.tmpfs {
+        for dir in &tmpfs.dirs {
+            step!(report, "create a tmpfs target", mkdir(dir, 0o755));
+        }
+        if let Some(target) = tmpfs.dirs.last() {
+            step!(
+                report,
+                "mount a tmpfs",
+                mount_at(
+                    c"tmpfs",
+                    target,
+                    Some(c"tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some(&tmpfs.options)
+                )
+            );
+        }
+    }
     step!(report, "bring up loopback", loopback_up());
     step!(
         report,
@@ -518,23 +583,25 @@ pub(crate) fn run(
         nix::unistd::chdir(plan.cwd.as_c_str())
     );
     // Last, so that the steps above are not filtered.
-    let filter = libc::sock_fprog {
-        len: plan.seccomp.len() as libc::c_ushort,
-        filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: the kernel copies the program; `filter` points into the plan.
-    step!(
-        report,
-        "install the seccomp filter",
-        errno_of(unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &filter as *const libc::sock_fprog,
-            )
-        } as libc::c_int)
-    );
+    for program in &plan.seccomp {
+        let filter = libc::sock_fprog {
+            len: program.len() as libc::c_ushort,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: the kernel copies the program; `filter` points into the plan.
+        step!(
+            report,
+            "install the seccomp filter",
+            errno_of(unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &filter as *const libc::sock_fprog,
+                )
+            } as libc::c_int)
+        );
+    }
     // SAFETY: null-terminated arrays of pointers into C strings owned by the plan.
     unsafe {
         libc::execve(

@@ -89,6 +89,22 @@ pub struct SandboxSpec {
     /// File (on the host) that receives the program's stdout and stderr,
     /// appended to; stdin is `/dev/null`. `None` keeps the caller's.
     pub log: Option<PathBuf>,
+    /// Memory-only file systems mounted over directories of the root (for
+    /// what must never reach the disk, such as secrets).
+    pub tmpfs: Vec<Tmpfs>,
+    /// Lets processes inside make new user namespaces (off: the system-call
+    /// filter refuses them).
+    pub allow_user_namespaces: bool,
+}
+
+/// A tmpfs inside the sandbox, owned by the sandbox's user.
+#[derive(Debug, Clone)]
+pub struct Tmpfs {
+    /// Absolute path inside the sandbox; made if missing. Mounted after the
+    /// root is entered, so a link there resolves inside the sandbox.
+    pub target: String,
+    pub mode: u32,
+    pub size_bytes: u64,
 }
 
 /// A host path bound into the sandbox.

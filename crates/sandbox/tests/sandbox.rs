@@ -23,6 +23,8 @@ fn spec(dir: &Path, script: &str) -> SandboxSpec {
         cgroup: None,
         binds: Vec::new(),
         log: None,
+        tmpfs: Vec::new(),
+        allow_user_namespaces: false,
     }
 }
 
@@ -149,6 +151,63 @@ fn binds_appear_below_run_with_their_modes() {
     spec.binds[0].target = "/etc/tool".into();
     let err = Sandbox::spawn(&spec).expect_err("a bind outside /run");
     assert!(err.to_string().contains("below /run"), "{err}");
+}
+
+/// Runs `script` in a sandbox made by `spec` and returns its report file.
+fn report_of(dir: &Path, spec: &SandboxSpec) -> String {
+    let sandbox = Sandbox::spawn(spec).expect("spawn");
+    let code = sandbox.wait().expect("wait");
+    let report =
+        std::fs::read_to_string(spec.upper.join("home/computer/report")).unwrap_or_default();
+    assert_eq!(code, 0, "the script failed: {report}");
+    let _ = std::fs::remove_file(dir.join("upper/home/computer/report"));
+    report
+}
+
+#[test]
+fn new_user_namespaces_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    // `unshare -U`, a thread and a fork (clone3 → ENOSYS → clone without
+    // CLONE_NEWUSER), and unshare(CLONE_NEWUSER) itself.
+    let script = "{ unshare -U -r id -u 2>&1 | tail -n1; \
+         python3 -c 'import os, threading; t = threading.Thread(target=lambda: None); t.start(); t.join(); pid = os.fork(); os._exit(0) if pid == 0 else print(\"fork\", os.waitpid(pid, 0)[1])'; \
+         python3 -c 'import ctypes; c = ctypes.CDLL(None, use_errno=True); print(\"made\" if c.unshare(0x10000000) == 0 else ctypes.get_errno())'; \
+         } > /home/computer/report";
+    let mut spec = spec(dir.path(), script);
+    let denied = report_of(dir.path(), &spec);
+    let lines: Vec<&str> = denied.lines().collect();
+    assert!(lines[0].contains("Operation not permitted"), "{denied}");
+    assert_eq!(lines[1], "fork 0", "threads and forks still work: {denied}");
+    assert_eq!(lines[2], "1", "EPERM for unshare(CLONE_NEWUSER): {denied}");
+
+    spec.allow_user_namespaces = true;
+    let allowed = report_of(dir.path(), &spec);
+    let lines: Vec<&str> = allowed.lines().collect();
+    assert_eq!(lines[0], "0", "root of a new user namespace: {allowed}");
+    assert_eq!(lines[2], "made", "{allowed}");
+}
+
+#[test]
+fn tmpfs_mounts_are_memory_only_and_owned_by_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        dir.path(),
+        "{ stat -f -c %T /session/secrets; stat -c '%a %u' /session/secrets; \
+         echo kept-in-memory > /session/secrets/KEY && echo written; } > /home/computer/report",
+    );
+    spec.tmpfs = vec![raworc_sandbox::Tmpfs {
+        target: "/session/secrets".into(),
+        mode: 0o700,
+        size_bytes: 1 << 20,
+    }];
+    let report = report_of(dir.path(), &spec);
+    assert_eq!(report, "tmpfs\n700 1000\nwritten\n");
+    // The file lived in memory: nothing of it in the session's layer.
+    assert!(!spec.upper.join("session/secrets/KEY").exists());
+
+    spec.tmpfs[0].target = "/session/../etc".into();
+    let err = Sandbox::spawn(&spec).expect_err("a target with ..");
+    assert!(err.to_string().contains("plain absolute path"), "{err}");
 }
 
 #[test]

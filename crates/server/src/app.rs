@@ -71,6 +71,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::list, messages::post, messages::clear))
         .routes(routes!(messages::count))
         .routes(routes!(audit::list))
+        .routes(routes!(system::health))
 }
 
 /// The whole application for `state`.

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use raworc_image::{BuildOptions, Images, Progress, Recipe};
 use raworc_operator::{Operator, OperatorConfig, Secrets};
 use raworc_runtime::local::{LocalConfig, LocalRuntime};
-use raworc_runtime::Runtime;
+use raworc_runtime::{run_tool, Runtime};
 use raworc_store::Store;
 
 use crate::config::{RuntimeKind, ServerConfig};
@@ -74,6 +74,7 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
                     pids: Some(config.computer_pids),
                     cpu_millicores: Some(config.computer_millicores),
                 },
+                allow_user_namespaces: config.allow_user_namespaces,
             };
             let runtime = tokio::task::spawn_blocking(move || LocalRuntime::new(local)).await?;
             Ok(Some(Arc::new(runtime)))
@@ -107,10 +108,10 @@ fn mount_disk_image(data_dir: &Path, size_gib: u64) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", image.display()))?;
         file.set_len(size_gib << 30)
             .with_context(|| format!("sizing {}", image.display()))?;
-        run("mkfs.btrfs", &["-q".as_ref(), image.as_os_str()])
+        run_tool("mkfs.btrfs", &["-q".as_ref(), image.as_os_str()])
             .context("making the disk image's file system (install btrfs-progs)")?;
     }
-    run(
+    run_tool(
         "mount",
         &[
             "-o".as_ref(),
@@ -132,13 +133,13 @@ pub fn unmount_disk_image(config: &ServerConfig) {
     }
     // Computers that have just ended may hold it for a moment.
     for _ in 0..50 {
-        if run("umount", &[computers.as_os_str()]).is_ok() {
+        if run_tool("umount", &[computers.as_os_str()]).is_ok() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // Still busy: detach it now; the kernel lets go once nothing uses it.
-    if let Err(e) = run("umount", &["--lazy".as_ref(), computers.as_os_str()]) {
+    if let Err(e) = run_tool("umount", &["--lazy".as_ref(), computers.as_os_str()]) {
         tracing::warn!(error = %e, "could not unmount the disk image");
     } else {
         tracing::warn!("the disk image was busy at shutdown; detached it lazily");
@@ -155,20 +156,6 @@ fn is_mount_point(path: &Path) -> bool {
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|mount_point| mount_point == wanted)
-}
-
-fn run(program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The image's name, for health reports.

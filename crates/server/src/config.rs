@@ -80,6 +80,11 @@ pub struct ServerConfig {
     /// Close a running or paused session unused for this many seconds (0: never).
     #[arg(long, env = "RAWORC_IDLE_CLOSE_S", default_value_t = 0)]
     pub idle_close_s: u64,
+    /// Let processes in computers make user namespaces. Off by default: in a
+    /// new user namespace an unprivileged process reaches much more of the
+    /// kernel. With it on, the browser also builds its own sandbox.
+    #[arg(long, env = "RAWORC_ALLOW_USER_NAMESPACES")]
+    pub allow_user_namespaces: bool,
     /// How often the operator looks at every session, in milliseconds.
     #[arg(
         long,
@@ -140,6 +145,7 @@ impl ServerConfig {
             display_size: (1024, 768),
             idle_pause_s: 0,
             idle_close_s: 0,
+            allow_user_namespaces: false,
             operator_resync_ms: 10_000,
             host_binary: None,
         }

@@ -62,6 +62,7 @@ type Row = (
 const ROWS: &[Row] = &[
     // method   path                                 body                                                          fresh                 anon owner other admin
     ("GET",    "/version",                           None,                                                         Fresh::No,            [200, 200, 200, 200]),
+    ("GET",    "/health",                            None,                                                         Fresh::No,            [200, 200, 200, 200]),
     // Operators: admin-only, except reading oneself and changing one's own password.
     ("GET",    "/operators",                         None,                                                         Fresh::No,            [401, 403, 403, 200]),
     ("POST",   "/operators",                         Some(r#"{"user":"{new}","pass":"new-op-password","role":"user"}"#), Fresh::No,     [401, 403, 403, 201]),

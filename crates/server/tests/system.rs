@@ -25,7 +25,7 @@ async fn text(app: &TestApp, path: &str) -> (StatusCode, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_version() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    for path in ["/health", "/health/"] {
+    for path in ["/health", "/health/", "/api/v0/health"] {
         let r = app.get(path, None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
         assert_eq!(r.body, json!({"status": "healthy", "service": "raworc"}));

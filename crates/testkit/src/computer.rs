@@ -73,6 +73,23 @@ impl Image {
         }
     }
 
+    /// Distinct colours in a rectangle (icons and text show many; an
+    /// unpainted window or an empty panel one or two).
+    pub fn colours(&self, x: u32, y: u32, w: u32, h: u32) -> usize {
+        let region = self.region(x, y, w, h);
+        let set: std::collections::HashSet<&[u8]> = region.chunks_exact(3).collect();
+        set.len()
+    }
+
+    /// Whether this is a painted desktop as a person would see it: the
+    /// browser's tab strip and toolbar at the top, the panel (launchers,
+    /// task list, clock) along the bottom.
+    pub fn shows_painted_desktop(&self) -> bool {
+        let chrome = self.colours(0, 0, self.width, 80);
+        let panel = self.colours(0, self.height - 24, self.width, 24);
+        chrome >= 12 && panel >= 12
+    }
+
     /// The pixels of a rectangle, for comparisons.
     pub fn region(&self, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
         let mut out = Vec::new();
@@ -102,4 +119,68 @@ pub fn cgroup_file(id: &str, name: &str) -> Option<String> {
     cgroup_dirs(id)
         .iter()
         .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+}
+
+/// The calls tests make on sessions' computers, through the API.
+impl crate::TestApp {
+    /// Runs `command` in session `id`'s computer; the answer as it came.
+    pub async fn exec(&self, token: &str, id: &str, command: &str, timeout_s: u64) -> crate::Reply {
+        self.post(
+            &format!("/api/v0/sessions/{id}/exec"),
+            Some(token),
+            serde_json::json!({ "command": command, "timeout_s": timeout_s }),
+        )
+        .await
+    }
+
+    /// Runs `command`, which must be accepted (whatever its exit code), and
+    /// returns the result (`exit_code`, `stdout`, `stderr`).
+    pub async fn exec_ok(
+        &self,
+        token: &str,
+        id: &str,
+        command: &str,
+        timeout_s: u64,
+    ) -> serde_json::Value {
+        let r = self.exec(token, id, command, timeout_s).await;
+        assert_eq!(r.status, crate::StatusCode::OK, "{command}: {:?}", r.body);
+        r.body
+    }
+
+    /// Runs `command`, which must exit 0, and returns its stdout.
+    pub async fn run(&self, token: &str, id: &str, command: &str) -> String {
+        let out = self.exec_ok(token, id, command, 60).await;
+        assert_eq!(out["exit_code"], 0, "{command}: {out}");
+        out["stdout"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits for session `id` to reach `state` and returns it; fails at
+    /// once if it errors instead.
+    pub async fn await_state(&self, token: &str, id: &str, state: &str) -> serde_json::Value {
+        await_some(&format!("session {id} to be {state}"), 120, || async {
+            let r = self
+                .get(&format!("/api/v0/sessions/{id}"), Some(token))
+                .await;
+            assert_eq!(r.status, crate::StatusCode::OK, "{:?}", r.body);
+            if state != "errored" {
+                assert_ne!(r.body["state"], "errored", "{:?}", r.body);
+            }
+            (r.body["state"] == state).then_some(r.body)
+        })
+        .await
+    }
+
+    /// A screenshot of session `id`'s display.
+    pub async fn screenshot(&self, token: &str, id: &str) -> Image {
+        let r = self
+            .client
+            .get(format!("{}/api/v0/sessions/{id}/screenshot", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("screenshot request");
+        assert_eq!(r.status(), crate::StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        Image::decode(&r.bytes().await.expect("screenshot body"))
+    }
 }

@@ -9,15 +9,28 @@ use std::time::Duration;
 
 use crate::{TestApp, TestDb};
 
+/// The log of a [`ServerProcess`].
+#[derive(Clone)]
+pub struct ServerLog(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl ServerLog {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
 /// A `raworc serve` process.
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
     /// Starts `raworc serve` on a random port over `db` with `args` added,
-    /// and returns once it listens. Its log goes to the test's output.
+    /// and returns once it listens. Its log goes to the test's output and
+    /// is kept ([`ServerProcess::log`]).
     pub fn start(raworc: &Path, db: &TestDb, args: &[&str]) -> ServerProcess {
         let data_dir = db.dir.path().join("data");
         let mut child = Command::new(raworc)
@@ -35,9 +48,15 @@ impl ServerProcess {
             .expect("starting raworc serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("[serve] {line}");
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
                 if line.contains("Raworc is listening") {
                     let url = line
                         .split_whitespace()
@@ -52,7 +71,12 @@ impl ServerProcess {
             .ok()
             .flatten()
             .expect("raworc serve reports where it listens");
-        ServerProcess { child, addr }
+        ServerProcess { child, addr, log }
+    }
+
+    /// What the server logs, as it comes (readable after it has ended).
+    pub fn log(&self) -> ServerLog {
+        ServerLog(self.log.clone())
     }
 
     pub fn pid(&self) -> u32 {

@@ -27,7 +27,9 @@ pub async fn version() -> Json<VersionInfo> {
     })
 }
 
-/// Liveness: answers as long as the process serves HTTP.
+/// Liveness: answers as long as the process serves HTTP (also at `/health`).
+#[utoipa::path(get, path = "/health", tag = "system",
+    responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy".into(),
