@@ -495,3 +495,27 @@ async fn links_planted_in_the_run_directory_lead_nowhere() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaces_are_made_only_where_the_server_allows_them() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.allow_user_namespaces = true;
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({"name": "userns"})).await;
+    app.await_state(&token, &id, "running").await;
+    assert_eq!(app.run(&token, &id, "unshare -Ur id -u").await, "0\n");
+    // The browser builds its own sandbox from them, so it runs without
+    // `--no-sandbox`.
+    let flags = app
+        .run(
+            &token,
+            &id,
+            "tr '\\0' ' ' < /proc/$(pgrep -o -x chromium)/cmdline",
+        )
+        .await;
+    assert!(!flags.contains("--no-sandbox"), "{flags}");
+    app.stop().await;
+}
