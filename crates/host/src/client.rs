@@ -40,6 +40,12 @@ const MAX_JSON: usize = 16 << 20;
 /// Largest screenshot read from a host.
 const MAX_IMAGE: usize = 64 << 20;
 
+/// The pid namespace of process `pid` as `/proc/<pid>/ns/pid` names it
+/// (e.g. `pid:[4026532345]`).
+pub fn pid_namespace_of(pid: u32) -> std::io::Result<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).map(|l| l.to_string_lossy().into_owned())
+}
+
 /// Connects to the unix socket at `path` and, when `pid_namespace` is given
 /// (as `/proc/<pid>/ns/pid` reads, e.g. `pid:[4026532345]`), makes sure the
 /// process listening on it lives in that namespace.
@@ -54,8 +60,8 @@ pub async fn connect_checked(
             .peer_cred()?
             .pid()
             .ok_or_else(|| denied("the socket's owner is unknown".into()))?;
-        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid"))?;
-        if theirs.as_os_str() != expected {
+        let theirs = pid_namespace_of(pid as u32)?;
+        if theirs != expected {
             return Err(denied(format!(
                 "{} is not served from inside the computer",
                 path.display()

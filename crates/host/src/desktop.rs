@@ -115,6 +115,7 @@ pub async fn write_session_files(config: &SessionConfig) -> Result<(), DesktopEr
 pub struct Desktop {
     pub display: Child,
     others: Vec<(&'static str, Child)>,
+    vnc: Option<Child>,
 }
 
 fn spawn(
@@ -194,41 +195,61 @@ impl Desktop {
         Ok(Desktop {
             display,
             others: Vec::new(),
+            vnc: None,
         })
     }
 
-    /// Starts the window manager, the panel, the VNC server and the browser.
-    pub fn start_apps(
+    /// Starts the VNC server unless it runs: on the first look at the
+    /// desktop, not at every start (a computer nobody watches needs none).
+    pub fn ensure_vnc(&mut self, env: &Environment) -> Result<(), DesktopError> {
+        if let Some(vnc) = self.vnc.as_mut() {
+            if matches!(vnc.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+        }
+        let port = VNC_PORT.to_string();
+        let vnc = spawn(
+            env,
+            "x11vnc",
+            "/usr/bin/x11vnc",
+            &[
+                "-display",
+                DISPLAY,
+                "-forever",
+                "-shared",
+                "-localhost",
+                "-rfbport",
+                &port,
+                "-nopw",
+                "-quiet",
+                "-noxdamage",
+            ],
+        )?;
+        self.vnc = Some(vnc);
+        Ok(())
+    }
+
+    /// Starts the window manager.
+    pub fn start_window_manager(&mut self, env: &Environment) -> Result<(), DesktopError> {
+        self.others
+            .push(("openbox", spawn(env, "openbox", "/usr/bin/openbox", &[])?));
+        Ok(())
+    }
+
+    /// Starts the panel.
+    pub fn start_panel(&mut self, env: &Environment) -> Result<(), DesktopError> {
+        self.others
+            .push(("tint2", spawn(env, "tint2", "/usr/bin/tint2", &[])?));
+        Ok(())
+    }
+
+    /// Starts the browser, maximised on an empty page.
+    pub fn start_browser(
         &mut self,
         env: &Environment,
         config: &HostConfig,
     ) -> Result<(), DesktopError> {
         let size = config.display;
-        self.others
-            .push(("openbox", spawn(env, "openbox", "/usr/bin/openbox", &[])?));
-        self.others
-            .push(("tint2", spawn(env, "tint2", "/usr/bin/tint2", &[])?));
-        let port = VNC_PORT.to_string();
-        self.others.push((
-            "x11vnc",
-            spawn(
-                env,
-                "x11vnc",
-                "/usr/bin/x11vnc",
-                &[
-                    "-display",
-                    DISPLAY,
-                    "-forever",
-                    "-shared",
-                    "-localhost",
-                    "-rfbport",
-                    &port,
-                    "-nopw",
-                    "-quiet",
-                    "-noxdamage",
-                ],
-            )?,
-        ));
         let window = format!("--window-size={},{}", size.width, size.height);
         forget_browser_locks();
         let mut args = vec![
@@ -264,7 +285,8 @@ impl Desktop {
     /// Closes the browser gracefully (its profile is saved, no "restore
     /// pages" next time), then stops the rest.
     pub async fn stop(&mut self) {
-        for (name, child) in self.others.iter_mut().rev() {
+        let mut vnc = self.vnc.take().map(|child| ("x11vnc", child));
+        for (name, child) in self.others.iter_mut().chain(vnc.as_mut()).rev() {
             if let Some(pid) = child.id() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -281,6 +303,47 @@ impl Desktop {
             }
         }
         let _ = self.display.kill().await;
+    }
+}
+
+/// Root properties a window manager sets once it has taken the screen;
+/// the panel reads them as it starts (started before they are there, it
+/// waits a whole second: measured).
+const WM_PROPERTIES: [&[u8]; 3] = [
+    b"_NET_SUPPORTING_WM_CHECK",
+    b"_NET_NUMBER_OF_DESKTOPS",
+    b"_NET_CURRENT_DESKTOP",
+];
+
+/// Waits until a window manager has taken the screen and published its
+/// desktops, or `bound` passes; true when it has.
+pub async fn await_window_manager(bound: Duration) -> bool {
+    let Ok((conn, screen)) = RustConnection::connect(Some(DISPLAY)) else {
+        return false;
+    };
+    let root = conn.setup().roots[screen].root;
+    let mut atoms = Vec::new();
+    for name in WM_PROPERTIES {
+        match conn.intern_atom(false, name).map(|c| c.reply()) {
+            Ok(Ok(reply)) => atoms.push(reply.atom),
+            _ => return false,
+        }
+    }
+    let deadline = Instant::now() + bound;
+    loop {
+        let set = atoms.iter().all(|atom| {
+            conn.get_property(false, root, *atom, AtomEnum::ANY, 0, 1)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some_and(|r| !r.value.is_empty())
+        });
+        if set {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -33,7 +33,8 @@ pub enum Outcome {
 /// Waits until the panel and the browser's chrome are painted and have
 /// stayed the same for one look, or until `bound` has passed.
 pub async fn await_painted(display: &str, computer: &Computer, bound: Duration) -> Outcome {
-    let deadline = Instant::now() + bound;
+    let started = Instant::now();
+    let deadline = started + bound;
     let (conn, screen) = match RustConnection::connect(Some(display)) {
         Ok(connected) => connected,
         Err(e) => return Outcome::GaveUp(format!("cannot connect to the display: {e}")),
@@ -41,6 +42,7 @@ pub async fn await_painted(display: &str, computer: &Computer, bound: Duration) 
     let root = conn.setup().roots[screen].root;
     let size = computer.size();
     let mut last: Option<(u64, u64)> = None;
+    let mut waiting_for = String::new();
     loop {
         let missing = match look(&conn, root, size, computer).await {
             Ok(Look::Painted(hashes)) => {
@@ -59,6 +61,10 @@ pub async fn await_painted(display: &str, computer: &Computer, bound: Duration) 
                 format!("the screen ({e})")
             }
         };
+        if missing != waiting_for {
+            tracing::debug!(waiting_for = %missing, ms = started.elapsed().as_millis() as u64, "painting");
+            waiting_for = missing.clone();
+        }
         if Instant::now() >= deadline {
             return Outcome::GaveUp(missing);
         }

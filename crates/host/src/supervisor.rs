@@ -22,6 +22,8 @@ use crate::server::{self, HostState, Painted, Readiness};
 /// window is mapped; past it the computer is ready anyway (and says why in
 /// its log).
 const PAINT_BOUND: Duration = Duration::from_secs(10);
+/// How long the panel's start waits for the window manager.
+const WM_BOUND: Duration = Duration::from_secs(2);
 
 /// Runs the supervisor with its files in `run_dir` (the bound run
 /// directory). Starts its own async runtime: call it from a plain `main`.
@@ -56,7 +58,6 @@ async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
     let env = Environment::base(DISPLAY);
     let listener = listen(&run_dir, SOCKET)?;
     let vnc = listen(&run_dir, VNC_SOCKET)?;
-    tokio::spawn(relay_vnc(vnc));
 
     let (ready_tx, ready_rx) = watch::channel::<Readiness>(None);
     let (painted_tx, painted_rx) = watch::channel(None);
@@ -72,6 +73,7 @@ async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     });
     let desktop: Arc<Mutex<Option<Desktop>>> = Arc::default();
+    tokio::spawn(relay_vnc(vnc, desktop.clone(), env.clone()));
 
     let bring_up = {
         let state = state.clone();
@@ -138,9 +140,25 @@ async fn bring_up(
     let size = screen.size();
     let computer = Computer::new(screen);
     let _ = state.computer.set(computer.clone());
-    let apps = started.start_apps(env, config);
+    // The window manager and the browser at once (the browser is the
+    // longest step); the panel once the window manager has set up the
+    // screen: started before that, it waits a whole second (measured).
+    let wm = started.start_window_manager(env);
+    let browser = started.start_browser(env, config);
     *desktop.lock().await = Some(started);
-    apps.map_err(|e| e.to_string())?;
+    wm.map_err(|e| e.to_string())?;
+    browser.map_err(|e| e.to_string())?;
+    if desktop::await_window_manager(WM_BOUND).await {
+        tracing::info!(ms = ms(began), "window manager up");
+    } else {
+        tracing::warn!(
+            ms = ms(began),
+            "no window manager yet; starting the panel anyway"
+        );
+    }
+    if let Some(d) = desktop.lock().await.as_mut() {
+        d.start_panel(env).map_err(|e| e.to_string())?;
+    }
 
     let painted = async {
         desktop::await_browser_window()
@@ -210,19 +228,41 @@ async fn bring_up(
     })
 }
 
+/// How long a first look at the desktop waits for the VNC server to listen.
+const VNC_START: Duration = Duration::from_secs(10);
+
 /// Each connection to the VNC socket is relayed to the VNC server, which
-/// listens on loopback inside the computer.
-async fn relay_vnc(listener: UnixListener) {
+/// listens on loopback inside the computer and is started by the first
+/// connection.
+async fn relay_vnc(listener: UnixListener, desktop: Arc<Mutex<Option<Desktop>>>, env: Environment) {
     loop {
         let Ok((mut outside, _)) = listener.accept().await else {
             continue;
         };
+        let started = match desktop.lock().await.as_mut() {
+            Some(d) => d.ensure_vnc(&env).map_err(|e| e.to_string()),
+            None => Err("the display is not up yet".to_owned()),
+        };
+        if let Err(e) = &started {
+            tracing::warn!(error = %e, "cannot start the VNC server");
+            continue;
+        }
         tokio::spawn(async move {
-            match TcpStream::connect(("127.0.0.1", VNC_PORT)).await {
-                Ok(mut inside) => {
-                    let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
+            let deadline = Instant::now() + VNC_START;
+            let inside = loop {
+                match TcpStream::connect(("127.0.0.1", VNC_PORT)).await {
+                    Ok(inside) => break Some(inside),
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the VNC server is not reachable");
+                        break None;
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "the VNC server is not reachable"),
+            };
+            if let Some(mut inside) = inside {
+                let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
             }
         });
     }

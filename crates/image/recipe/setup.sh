@@ -52,6 +52,14 @@ launcher_item_app = /usr/share/applications/pcmanfm.desktop
 LAUNCHERS
 chown -R computer:computer /home/computer
 
+# Chromium's first run (its profile, databases and caches) once here rather
+# than in every new computer; the computers' disks start from this profile.
+su computer -s /bin/sh -c 'cd /home/computer && timeout 120 chromium --headless --no-sandbox \
+    --disable-gpu --no-first-run --no-default-browser-check --disable-background-networking \
+    --disable-component-update --disable-sync --user-data-dir=/home/computer/.config/chromium \
+    --dump-dom about:blank' >/dev/null 2>&1 || echo "warning: the browser's first run failed" >&2
+rm -rf /home/computer/.config/chromium/Singleton* /home/computer/.config/chromium/Crash\ Reports
+
 # Font caches made once here instead of at each computer's first start.
 fc-cache -s
 

@@ -56,6 +56,7 @@ DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y --no-install-re
 const SETUP: &str = r#"set -eu
 root=$1
 mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
 chroot "$root" /bin/sh /tmp/raworc-setup.sh
 "#;
 

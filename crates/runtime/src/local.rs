@@ -210,9 +210,7 @@ impl LocalRuntime {
                 })
                 .map_err(io("starting the reaper thread"))?;
         }
-        let pid_namespace = std::fs::read_link(format!("/proc/{}/ns/pid", sandbox.pid()))
-            .ok()
-            .map(|l| l.to_string_lossy().into_owned());
+        let pid_namespace = raworc_host::client::pid_namespace_of(sandbox.pid()).ok();
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -346,7 +344,7 @@ impl LocalRuntime {
             ],
             env: vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("RUST_LOG".into(), "info".into()),
+                ("RUST_LOG".into(), "info,raworc_host::painted=debug".into()),
             ],
             cwd: "/".into(),
             cgroup: Some((cgroup_name(&spec.id), limits)),
