@@ -56,6 +56,7 @@ async fn health_and_version() {
 fn api_routes() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
         ("/api/v0/version", vec!["get"]),
+        ("/api/v0/health", vec!["get"]),
         ("/api/v0/operators", vec!["get", "post"]),
         ("/api/v0/operators/{name}", vec!["get", "put", "delete"]),
         ("/api/v0/operators/{name}/password", vec!["put"]),
@@ -134,7 +135,8 @@ async fn openapi_document_lists_every_route() {
             let secured = op["security"]
                 .as_array()
                 .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
-            let public = *path == "/api/v0/version" || path.ends_with("/login");
+            let public =
+                ["/api/v0/version", "/api/v0/health"].contains(path) || path.ends_with("/login");
             assert_eq!(secured, !public, "{m} {path}: bearer security");
             if path.contains("{id}") || path.contains("{name}") {
                 let params = op["parameters"].as_array().expect("parameters");
