@@ -51,6 +51,25 @@ pub struct WorkersHealth {
     pub available: usize,
     /// The running computers the caller may see.
     pub computers: Vec<WorkerComputer>,
+    /// The warm pool, when the server keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<WarmPool>,
+}
+
+/// Computers kept started, painted and frozen for creates to claim. They
+/// do not count as running.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WarmPool {
+    /// How many the pool keeps.
+    pub target: usize,
+    /// Waiting now.
+    pub ready: usize,
+    /// Creates served from the pool since the server started.
+    pub claims: u64,
+    /// Creates the pool could have served but found empty.
+    pub misses: u64,
+    /// Milliseconds the last refill of one computer took.
+    pub last_fill_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

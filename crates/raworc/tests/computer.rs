@@ -20,6 +20,8 @@ fn runtime(dir: &Path) -> LocalRuntime {
         host_binary: env!("CARGO_BIN_EXE_raworc").into(),
         limits: LocalConfig::default_limits(),
         allow_user_namespaces: false,
+        warm_pool: 0,
+        pool_display: Default::default(),
     })
 }
 

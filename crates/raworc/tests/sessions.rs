@@ -1111,3 +1111,178 @@ async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
     );
     app.stop().await;
 }
+
+/// The warm pool's figures from `/sessions/workers/health`.
+async fn warm_pool(app: &TestApp) -> Value {
+    let r = app
+        .get("/sessions/workers/health", Some(&app.admin_token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["warm_pool"].clone()
+}
+
+async fn await_pool_ready(app: &TestApp, n: u64) {
+    await_some("the warm pool to fill", 120, || async {
+        (warm_pool(app).await["ready"] == n).then_some(())
+    })
+    .await;
+}
+
+/// A limit of computer `id`'s cgroup, found from its PID 1 (a pooled
+/// computer keeps the group it was made with).
+fn computer_limit(data_dir: &Path, id: &str, controller: &str, file: &str) -> String {
+    let pid = computer_pid(data_dir, id).expect("the computer's pid");
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = groups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_owned())
+        })
+        .expect("the computer's group");
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_serves_creates_with_their_own_identity_and_nothing_of_others() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.warm_pool = 1;
+    })
+    .await;
+    let token = app.admin_token.clone();
+    await_pool_ready(&app, 1).await;
+    // Pooled computers are not sessions' computers.
+    let health = app.get("/sessions/workers/health", Some(&token)).await;
+    assert_eq!(health.body["running"], 0, "{:?}", health.body);
+
+    let a = app
+        .session(
+            &token,
+            json!({
+                "name": "pooled-a",
+                "instructions": "Pool A",
+                "setup": "echo a-setup > /session/data/a.txt",
+                "secrets": {"POOL_KEY": "secret-of-a"},
+                "limits": {"memory_mb": 1024, "pids": 777},
+            }),
+        )
+        .await;
+    assert_painted(
+        &first_look_when_running(&app, &token, &a).await,
+        "a pooled claim",
+    );
+    let pool = warm_pool(&app).await;
+    assert_eq!(
+        (pool["claims"].as_u64(), pool["misses"].as_u64()),
+        (Some(1), Some(0)),
+        "{pool}"
+    );
+    let seen = app
+        .run(
+            &token,
+            &a,
+            "hostname; cat /session/code/instructions.md; echo; cat /session/data/a.txt; \
+             cat /session/secrets/POOL_KEY; echo; echo \"$POOL_KEY\"",
+        )
+        .await;
+    assert_eq!(
+        seen,
+        format!("{a}\nPool A\na-setup\nsecret-of-a\nsecret-of-a\n")
+    );
+    assert_eq!(
+        computer_limit(&app.data_dir, &a, "pids", "pids.max"),
+        "777",
+        "the session's limits"
+    );
+
+    // The pool refills; the next claimant sees nothing of the first.
+    await_pool_ready(&app, 1).await;
+    let b = app
+        .session(
+            &token,
+            json!({"name": "pooled-b", "secrets": {"OTHER": "b"}}),
+        )
+        .await;
+    assert_painted(
+        &first_look_when_running(&app, &token, &b).await,
+        "a second claim",
+    );
+    let seen = app
+        .run(
+            &token,
+            &b,
+            "hostname; ls /session/data /session/code /session/secrets; echo \"[$POOL_KEY]\"",
+        )
+        .await;
+    assert_eq!(
+        seen,
+        format!("{b}\n/session/code:\n\n/session/data:\n\n/session/secrets:\nOTHER\n[]\n")
+    );
+    assert_eq!(warm_pool(&app).await["claims"], 2);
+
+    // What the pool cannot serve starts cold: egress.
+    let misses = warm_pool(&app).await["misses"].clone();
+    let e = app
+        .session(&token, json!({"name": "cold", "network": "egress"}))
+        .await;
+    app.await_state(&token, &e, "running").await;
+    assert_eq!(warm_pool(&app).await["misses"], misses, "egress is no miss");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_warm_pool_leaves_no_orphan() {
+    use raworc_testkit::process::ServerProcess;
+    let db = raworc_testkit::TestDb::new(Backend::Sqlite);
+    let images = raworc_testkit::computer::images_dir();
+    let args = [
+        "--images-dir",
+        images.to_str().unwrap(),
+        "--warm-pool",
+        "1",
+        "--disk-image-size",
+        "0",
+    ];
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    await_pool_ready(&app, 1).await;
+    let computers = app.data_dir.join("computers");
+    let pooled: Vec<String> = std::fs::read_dir(&computers)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("pool-"))
+        .collect();
+    assert_eq!(pooled.len(), 1, "{pooled:?}");
+    let old = pooled[0].clone();
+    let old_pid = computer_pid(&app.data_dir, &old).expect("pooled pid");
+    server.kill();
+
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    await_pool_ready(&app, 1).await;
+    // The old pooled computer is gone: process, disk and cgroup.
+    await_some("the old pooled computer to end", 30, || async {
+        (!alive(old_pid)).then_some(())
+    })
+    .await;
+    assert!(!computers.join(&old).exists(), "its disk is left");
+    assert!(cgroup_dirs(&old).is_empty(), "its cgroup is left");
+    let status = server.terminate();
+    assert!(status.success());
+    // A clean stop takes the pool with it.
+    let left: Vec<_> = std::fs::read_dir(&computers)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pool-"))
+        .collect();
+    assert!(left.is_empty(), "pooled computers left after a clean stop");
+}

@@ -111,8 +111,27 @@ pub enum ComputerState {
     Absent,
 }
 
+/// The warm pool's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Computers the pool keeps.
+    pub target: usize,
+    /// Painted, frozen computers waiting now.
+    pub ready: usize,
+    /// Creates served from the pool, and creates it could have served but
+    /// found it empty.
+    pub claims: u64,
+    pub misses: u64,
+    /// How long the last refill of one computer took.
+    pub last_fill_ms: Option<u64>,
+}
+
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
+    /// The warm pool's figures, for runtimes that keep one.
+    fn pool(&self) -> Option<PoolStats> {
+        None
+    }
     /// Starts a computer from its kept disk (a new one the first time) and
     /// returns once it is up: desktop ready, setup done.
     async fn start(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError>;

@@ -27,6 +27,10 @@ use raworc_host::proto::{HostConfig, SessionConfig, CONFIG, RUN_DIR, VNC_SOCKET}
 use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec, Tmpfs};
 use tokio::sync::watch;
 
+mod pool;
+
+pub use pool::{is_pooled, POOL_PREFIX};
+
 use crate::disk::{remove_tree, Disks};
 use crate::net::{resolv_conf, Egress, SLOT_FILE};
 use crate::{
@@ -47,6 +51,8 @@ const START_BURST: Duration = Duration::from_secs(5);
 /// The computer's tmpfs for the session's secrets, and its size.
 const SECRETS_DIR: &str = "/session/secrets";
 const SECRETS_SIZE: u64 = 4 << 20;
+/// File in a computer's directory naming its cgroup.
+const CGROUP_FILE: &str = "cgroup";
 /// How much of the host's log a start error quotes.
 const LOG_TAIL: usize = 2048;
 
@@ -62,6 +68,10 @@ pub struct LocalConfig {
     pub limits: Limits,
     /// Lets processes in computers make user namespaces (refused by default).
     pub allow_user_namespaces: bool,
+    /// Computers kept started, painted and frozen for creates to claim (0: none).
+    pub warm_pool: usize,
+    /// The display of pooled computers (a create asking another starts cold).
+    pub pool_display: crate::DisplaySize,
 }
 
 impl LocalConfig {
@@ -95,6 +105,7 @@ pub struct LocalRuntime {
     /// Computers frozen for a fork: they count as running meanwhile, so
     /// that nobody thaws them in the middle of it.
     forking: Mutex<std::collections::HashSet<String>>,
+    pool: pool::Pool,
 }
 
 /// The cgroup of computer `id`.
@@ -121,6 +132,7 @@ impl LocalRuntime {
             disks_busy: tokio::sync::Mutex::new(()),
             egress: Arc::default(),
             forking: Mutex::default(),
+            pool: pool::Pool::default(),
         };
         runtime.adopt_all();
         runtime
@@ -149,7 +161,13 @@ impl LocalRuntime {
     /// otherwise. True when adopted.
     fn adopt(&self, id: &str) -> Result<bool, RuntimeError> {
         let pid_file = self.dir(id).join("pid");
-        let cgroup = raworc_sandbox::Cgroup::open(&cgroup_name(id))?;
+        // A claimed pooled computer keeps the group it was made with.
+        let group = std::fs::read_to_string(self.dir(id).join(CGROUP_FILE))
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| cgroup_name(id));
+        let cgroup = raworc_sandbox::Cgroup::open(&group)?;
         let recorded = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|t| parse_pid_file(&t));
@@ -172,7 +190,7 @@ impl LocalRuntime {
         }
         let _ = std::fs::remove_file(&pid_file);
         let _ = std::fs::remove_file(&slot_file);
-        if let Some(cg) = raworc_sandbox::Cgroup::open(&cgroup_name(id))? {
+        if let Some(cg) = raworc_sandbox::Cgroup::open(&group)? {
             cg.destroy()?;
         }
         Ok(false)
@@ -385,6 +403,113 @@ impl LocalRuntime {
     }
 }
 
+impl LocalRuntime {
+    /// Lays out the disk and spawns computer `spec` (no session yet);
+    /// returns its directory, news of its end, and what caps its CPU.
+    async fn launch(
+        &self,
+        spec: &ComputerSpec,
+    ) -> Result<
+        (
+            PathBuf,
+            watch::Receiver<Option<i32>>,
+            Arc<dyn Fn() + Send + Sync>,
+        ),
+        RuntimeError,
+    > {
+        let disks_busy = self.disks_busy.lock().await;
+        let dir = self.prepare(spec)?;
+        let sandbox_spec = self.sandbox_spec(spec, &dir)?;
+        let sandbox = Arc::new(blocking(move || Ok(Sandbox::spawn(&sandbox_spec)?)).await?);
+        if let Some(start) = raworc_sandbox::process_start_time(sandbox.pid()) {
+            let record = format!("{} {start}\n", sandbox.pid());
+            if let Err(e) = std::fs::write(dir.join("pid"), record) {
+                tracing::warn!(computer = %spec.id, error = %e, "could not write the pid file");
+            }
+        }
+        // The group keeps the name it was made with, also when a pooled
+        // computer becomes a session's: a restart finds it by this file.
+        let _ = std::fs::write(dir.join(CGROUP_FILE), cgroup_name(&spec.id));
+        let pid = sandbox.pid();
+        let cap = self.limits(spec).cpu_millicores;
+        let capped: Arc<dyn Fn() + Send + Sync> = {
+            let sandbox = sandbox.clone();
+            Arc::new(move || {
+                if let Some(cg) = sandbox.cgroup() {
+                    // A computer that has ended has no group left to cap.
+                    let _ = cg.limit_cpu(cap);
+                }
+            })
+        };
+        {
+            let capped = capped.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(START_BURST).await;
+                capped();
+            });
+        }
+        let exited = self.watch(&spec.id, sandbox)?;
+        drop(disks_busy);
+        if spec.network == Network::Egress {
+            let (egress, run_dir) = (self.egress.clone(), dir.clone());
+            if let Err(e) = blocking(move || egress.attach(pid, &run_dir)).await {
+                return Err(self
+                    .abandon(&spec.id, format!("the computer's network: {e}"))
+                    .await);
+            }
+        }
+        Ok((dir, exited, capped))
+    }
+
+    /// Gives a launched computer its session and waits until it is ready:
+    /// desktop painted, setup run.
+    async fn bring_up(
+        &self,
+        spec: &ComputerSpec,
+        dir: &Path,
+        exited: watch::Receiver<Option<i32>>,
+        capped: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Ready, RuntimeError> {
+        let client = self.client(&spec.id);
+        let session = SessionConfig {
+            setup: spec.setup.clone(),
+            instructions: spec.instructions.clone(),
+            secrets: spec.secrets.clone(),
+            ..SessionConfig::default()
+        };
+        let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
+        let mut ended = exited.clone();
+        let up = async {
+            client.assign(&session, START_GRACE).await?;
+            client.ready(timeout).await
+        };
+        let outcome = tokio::select! {
+            ready = up => ready.map_err(|e| e.to_string()),
+            _ = ended.wait_for(|e| e.is_some()) => Err(String::new()),
+        };
+        let reason = match outcome {
+            Ok(ready) => {
+                capped();
+                return Ok(ready);
+            }
+            Err(reason) => reason,
+        };
+        // When the computer itself ended, its log says more than the socket.
+        let code = tokio::time::timeout(Duration::from_secs(1), ended.wait_for(|e| e.is_some()))
+            .await
+            .ok()
+            .and_then(|c| c.ok().and_then(|c| *c));
+        let reason = match code {
+            Some(code) => format!(
+                "the computer ended while starting (exit {code}): {}",
+                log_tail(&dir.join("host.log"))
+            ),
+            None => reason,
+        };
+        Err(self.abandon(&spec.id, reason).await)
+    }
+}
+
 /// SIGKILLs the sandbox and waits until its reaper has seen it end.
 async fn kill_and_reap(sandbox: &Sandbox, mut exited: watch::Receiver<Option<i32>>) {
     let _ = sandbox.terminate();
@@ -459,82 +584,11 @@ impl Runtime for LocalRuntime {
         if self.entry(&spec.id).is_some() {
             return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
         }
-        let disks_busy = self.disks_busy.lock().await;
-        let dir = self.prepare(spec)?;
-        let sandbox_spec = self.sandbox_spec(spec, &dir)?;
-        let sandbox = Arc::new(blocking(move || Ok(Sandbox::spawn(&sandbox_spec)?)).await?);
-        if let Some(start) = raworc_sandbox::process_start_time(sandbox.pid()) {
-            let record = format!("{} {start}\n", sandbox.pid());
-            if let Err(e) = std::fs::write(dir.join("pid"), record) {
-                tracing::warn!(computer = %spec.id, error = %e, "could not write the pid file");
-            }
+        if let Some(ready) = self.claim(spec).await {
+            return Ok(ready);
         }
-        let pid = sandbox.pid();
-        let cap = self.limits(spec).cpu_millicores;
-        let capped = {
-            let sandbox = sandbox.clone();
-            move || {
-                if let Some(cg) = sandbox.cgroup() {
-                    // A computer that has ended has no group left to cap.
-                    let _ = cg.limit_cpu(cap);
-                }
-            }
-        };
-        {
-            let capped = capped.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(START_BURST).await;
-                capped();
-            });
-        }
-        let exited = self.watch(&spec.id, sandbox)?;
-        drop(disks_busy);
-        if spec.network == Network::Egress {
-            let (egress, run_dir) = (self.egress.clone(), dir.clone());
-            if let Err(e) = blocking(move || egress.attach(pid, &run_dir)).await {
-                return Err(self
-                    .abandon(&spec.id, format!("the computer's network: {e}"))
-                    .await);
-            }
-        }
-
-        let client = self.client(&spec.id);
-        let session = SessionConfig {
-            setup: spec.setup.clone(),
-            instructions: spec.instructions.clone(),
-            secrets: spec.secrets.clone(),
-            ..SessionConfig::default()
-        };
-        let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
-        let mut ended = exited.clone();
-        let up = async {
-            client.assign(&session, START_GRACE).await?;
-            client.ready(timeout).await
-        };
-        let outcome = tokio::select! {
-            ready = up => ready.map_err(|e| e.to_string()),
-            _ = ended.wait_for(|e| e.is_some()) => Err(String::new()),
-        };
-        let reason = match outcome {
-            Ok(ready) => {
-                capped();
-                return Ok(ready);
-            }
-            Err(reason) => reason,
-        };
-        // When the computer itself ended, its log says more than the socket.
-        let code = tokio::time::timeout(Duration::from_secs(1), ended.wait_for(|e| e.is_some()))
-            .await
-            .ok()
-            .and_then(|c| c.ok().and_then(|c| *c));
-        let reason = match code {
-            Some(code) => format!(
-                "the computer ended while starting (exit {code}): {}",
-                log_tail(&dir.join("host.log"))
-            ),
-            None => reason,
-        };
-        Err(self.abandon(&spec.id, reason).await)
+        let (dir, exited, capped) = self.launch(spec).await?;
+        self.bring_up(spec, &dir, exited, capped).await
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
@@ -714,9 +768,24 @@ impl Runtime for LocalRuntime {
         }
     }
 
+    fn pool(&self) -> Option<crate::PoolStats> {
+        self.pool_stats()
+    }
+
+    async fn stop_all(&self) {
+        self.stop_pool();
+        self.remove_pooled().await;
+        for id in self.running() {
+            if let Err(e) = self.stop(&id).await {
+                tracing::warn!(computer = %id, error = %e, "stopping a computer failed");
+            }
+        }
+    }
+
     fn running(&self) -> Vec<String> {
         let map = self.running.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
+            .filter(|(id, _)| !is_pooled(id))
             .filter(|(_, r)| r.exited.borrow().is_none())
             .map(|(id, _)| id.clone())
             .collect()
@@ -734,7 +803,7 @@ impl Runtime for LocalRuntime {
             for entry in entries {
                 let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
                 if let Some(id) = entry.file_name().to_str() {
-                    if check_id(id).is_ok() && entry.path().is_dir() {
+                    if check_id(id).is_ok() && !is_pooled(id) && entry.path().is_dir() {
                         ids.push(id.to_owned());
                     }
                 }

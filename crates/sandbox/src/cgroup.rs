@@ -231,7 +231,8 @@ impl Cgroup {
         }
     }
 
-    fn apply(&self, limits: &Limits) -> Result<(), SandboxError> {
+    /// Sets memory and process limits (changeable while the group runs).
+    pub fn apply(&self, limits: &Limits) -> Result<(), SandboxError> {
         match &self.layout {
             Layout::V2(dir) => {
                 if let Some(m) = limits.memory_bytes {
@@ -274,6 +275,20 @@ impl Cgroup {
                 let quota = millicores.map_or("-1".to_string(), |c| cpu_quota_us(c).to_string());
                 write(&cpu.join("cpu.cfs_quota_us"), &quota)
             }
+        }
+    }
+
+    /// Sets the group's CPU weight against other groups when the CPU is
+    /// contended (100 is the default; 1 to 10000).
+    pub fn cpu_weight(&self, weight: u64) -> Result<(), SandboxError> {
+        let weight = weight.clamp(1, 10_000);
+        match &self.layout {
+            Layout::V2(dir) => write(&dir.join("cpu.weight"), &weight.to_string()),
+            // v1 shares: 1024 is the default.
+            Layout::V1 { cpu, .. } => write(
+                &cpu.join("cpu.shares"),
+                &(weight * 1024 / 100).max(2).to_string(),
+            ),
         }
     }
 

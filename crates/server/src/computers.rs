@@ -75,9 +75,16 @@ pub async fn runtime(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn Run
                     cpu_millicores: Some(config.computer_millicores),
                 },
                 allow_user_namespaces: config.allow_user_namespaces,
+                warm_pool: config.warm_pool,
+                pool_display: raworc_runtime::DisplaySize {
+                    width: config.display_size.0,
+                    height: config.display_size.1,
+                },
             };
-            let runtime = tokio::task::spawn_blocking(move || LocalRuntime::new(local)).await?;
-            Ok(Some(Arc::new(runtime)))
+            let runtime =
+                Arc::new(tokio::task::spawn_blocking(move || LocalRuntime::new(local)).await?);
+            LocalRuntime::spawn_pool(&runtime);
+            Ok(Some(runtime))
         }
     }
 }

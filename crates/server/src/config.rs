@@ -85,6 +85,10 @@ pub struct ServerConfig {
     /// kernel. With it on, the browser also builds its own sandbox.
     #[arg(long, env = "RAWORC_ALLOW_USER_NAMESPACES")]
     pub allow_user_namespaces: bool,
+    /// Computers kept started, painted and frozen, so that a create claims
+    /// one instead of waiting for a start (0: no pool). Local runtime only.
+    #[arg(long, env = "RAWORC_WARM_POOL", default_value_t = 2)]
+    pub warm_pool: usize,
     /// How often the operator looks at every session, in milliseconds.
     #[arg(
         long,
@@ -146,6 +150,7 @@ impl ServerConfig {
             idle_pause_s: 0,
             idle_close_s: 0,
             allow_user_namespaces: false,
+            warm_pool: 2,
             operator_resync_ms: 10_000,
             host_binary: None,
         }

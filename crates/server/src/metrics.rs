@@ -39,6 +39,17 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     sessions: Family<StateLabels, Gauge>,
+    pool: PoolGauges,
+}
+
+/// The warm pool's figures, read from the runtime at each scrape.
+#[derive(Default)]
+struct PoolGauges {
+    target: Gauge,
+    ready: Gauge,
+    claims: Gauge,
+    misses: Gauge,
+    last_fill_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -59,11 +70,38 @@ impl Metrics {
             latency.clone(),
         );
         registry.register("sessions", "Sessions by state", sessions.clone());
+        let pool = PoolGauges::default();
+        registry.register(
+            "warm_pool_target",
+            "Computers the warm pool keeps",
+            pool.target.clone(),
+        );
+        registry.register(
+            "warm_pool_ready",
+            "Painted, frozen computers waiting in the warm pool",
+            pool.ready.clone(),
+        );
+        registry.register(
+            "warm_pool_claims",
+            "Creates served from the warm pool",
+            pool.claims.clone(),
+        );
+        registry.register(
+            "warm_pool_misses",
+            "Creates that found the warm pool empty",
+            pool.misses.clone(),
+        );
+        registry.register(
+            "warm_pool_last_fill_seconds",
+            "Time the last refill of one pooled computer took",
+            pool.last_fill_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             sessions,
+            pool,
         }
     }
 
@@ -85,6 +123,18 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "could not count sessions for metrics"),
         }
+        let pool = state
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.pool())
+            .unwrap_or_default();
+        self.pool.target.set(pool.target as i64);
+        self.pool.ready.set(pool.ready as i64);
+        self.pool.claims.set(pool.claims as i64);
+        self.pool.misses.set(pool.misses as i64);
+        self.pool
+            .last_fill_seconds
+            .set(pool.last_fill_ms.unwrap_or(0) as f64 / 1000.0);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "could not encode metrics");

@@ -33,6 +33,8 @@ pub fn enable(config: &mut raworc_server::ServerConfig, raworc_binary: &Path) {
     config.host_binary = Some(raworc_binary.to_path_buf());
     // Plain directories (the other disk store is tested where asked for).
     config.disk_image_size = 0;
+    // Cold starts (the warm pool is tested where asked for).
+    config.warm_pool = 0;
 }
 
 /// Polls `check` until it returns `Some`, failing after `secs`.

@@ -7,7 +7,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
 use raworc_api::{
-    ComponentHealth, Health, HealthDetailed, VersionInfo, WorkerComputer, WorkersHealth,
+    ComponentHealth, Health, HealthDetailed, VersionInfo, WarmPool, WorkerComputer, WorkersHealth,
     API_VERSION,
 };
 
@@ -153,5 +153,16 @@ pub async fn workers_health(
         max_sessions: max,
         available: max.saturating_sub(running.len()),
         computers,
+        warm_pool: state
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.pool())
+            .map(|p| WarmPool {
+                target: p.target,
+                ready: p.ready,
+                claims: p.claims,
+                misses: p.misses,
+                last_fill_ms: p.last_fill_ms,
+            }),
     }))
 }
