@@ -3,8 +3,8 @@
 //!
 //!     cargo bench -p raworc --bench computer [-- SECTION…]
 //!
-//! Sections: `lifecycle`, `screen`, `remix`, `memory`, `btrfs` (all when
-//! none is named).
+//! Sections: `lifecycle`, `screen`, `remix`, `memory`, `btrfs`, `pool`
+//! (all when none is named).
 //!
 //! The real server runs in this process on a random port with SQLite; every
 //! figure is what an API client sees, unless it says otherwise. Measured:
@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
 const STARTS: usize = 10;
+/// Creates served by the warm pool.
+const POOLED_CREATES: usize = 20;
 const CALLS: usize = 200;
 const REFERENCE_CALLS: usize = 30;
 /// Idle computers started together to measure memory per computer.
@@ -275,6 +277,18 @@ async fn run(sections: Sections) {
     }
     b.app.stop().await;
 
+    if sections.wants("pool") {
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+            raworc_testkit::computer::enable(c, Path::new(RAWORC));
+            c.warm_pool = 1;
+        })
+        .await;
+        let token = app.admin_token.clone();
+        let b = Bench { app, token };
+        b.pooled_creates().await;
+        b.app.stop().await;
+    }
+
     if sections.wants("btrfs") {
         // The same running-parent remixes with disks on a btrfs image.
         let app = TestApp::spawn_with(Backend::Sqlite, |c| {
@@ -490,6 +504,59 @@ impl Bench {
                 .delete(&format!("/api/v0/sessions/{id}"), Some(&b.token))
                 .await;
         }
+    }
+
+    /// The warm pool's figures from the workers' health.
+    async fn pool_figures(&self) -> Value {
+        let r = self
+            .app
+            .get("/sessions/workers/health", Some(&self.token))
+            .await;
+        r.body["warm_pool"].clone()
+    }
+
+    /// Creates claimed from a warm pool of one, refilled between creates;
+    /// the refill's time and a frozen pooled computer's memory.
+    async fn pooled_creates(&self) {
+        let (mut creates, mut fills, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..POOLED_CREATES {
+            await_some("the warm pool to fill", 120, || async {
+                (self.pool_figures().await["ready"] == 1).then_some(())
+            })
+            .await;
+            let fill = self.pool_figures().await["last_fill_ms"].as_u64();
+            fills.extend(fill.map(Duration::from_millis));
+            let pooled = std::fs::read_dir(self.app.data_dir.join("computers"))
+                .expect("computers")
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .find(|n| n.starts_with("pool-"));
+            if let Some(id) = pooled {
+                memory.push(self.memory(&id));
+            }
+            let t = Instant::now();
+            let id = self.create(json!({})).await;
+            self.reach(&id, "running").await;
+            creates.push(t.elapsed());
+            self.app
+                .delete(&format!("/api/v0/sessions/{id}"), Some(&self.token))
+                .await;
+        }
+        let claims = self.pool_figures().await["claims"].as_u64().unwrap_or(0);
+        assert_eq!(claims as usize, POOLED_CREATES, "every create was a claim");
+        creates.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let p99 = creates[((creates.len() - 1) as f64 * 0.99).round() as usize];
+        summary("pooled create -> running (painted)", creates.clone());
+        println!("{:<52} {:.2} ms", "pooled create -> running p99", ms(p99));
+        summary("warm pool refill of one computer (start to frozen)", fills);
+        let mean = memory.iter().sum::<u64>() / memory.len().max(1) as u64;
+        println!(
+            "{:<52} n={:<4} mean {:.0} MiB (cgroup usage, page cache included)",
+            "frozen pooled computer memory",
+            memory.len(),
+            mean as f64 / (1u64 << 20) as f64
+        );
     }
 
     /// Forks of a *running* parent with 10 MB and 1 GB on its disk (written
