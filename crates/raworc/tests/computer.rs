@@ -99,6 +99,10 @@ async fn a_computer_comes_up_and_serves_commands_files_screenshots_and_input() {
     let setup = ready.setup.expect("setup ran");
     assert_eq!(setup.exit_code, 0);
     assert!(setup.output_tail.contains("hello-from-setup"), "{setup:?}");
+    // Asked again (as after a crash in the middle of a start), the running
+    // computer is waited for, not started twice: it keeps its one session.
+    let again = rt.start(&spec).await.expect("a second start");
+    assert_eq!(again.setup.map(|s| s.exit_code), Some(0));
     assert_eq!(rt.state(&spec.id).await.unwrap(), ComputerState::Running);
     // The secrets reached the computer over its socket, into memory only.
     let disk = dir.path().join("computers").join(&spec.id);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raworc_host::client::HostClient;
+use raworc_host::client::{HostClient, HostError};
 use raworc_host::proto::{HostConfig, SessionConfig, CONFIG, RUN_DIR, VNC_SOCKET};
 use raworc_sandbox::{Bind, Limits, Sandbox, SandboxSpec, Tmpfs};
 use tokio::sync::watch;
@@ -51,6 +51,8 @@ const START_BURST: Duration = Duration::from_secs(5);
 /// The computer's tmpfs for the session's secrets, and its size.
 const SECRETS_DIR: &str = "/session/secrets";
 const SECRETS_SIZE: u64 = 4 << 20;
+/// How long a computer that runs already gets to take its session.
+const REJOIN_WAIT: Duration = Duration::from_secs(10);
 /// File in a computer's directory naming its cgroup.
 const CGROUP_FILE: &str = "cgroup";
 /// How much of the host's log a start error quotes.
@@ -461,6 +463,25 @@ impl LocalRuntime {
         Ok((dir, exited, capped))
     }
 
+    /// A computer asked to start that runs already: one adopted after a
+    /// crash in the middle of its start (a pooled one perhaps in the middle
+    /// of its claim). Thawed, given its session unless it has one, and
+    /// waited for.
+    async fn rejoin(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError> {
+        self.resume(&spec.id).await?;
+        let client = self.client(&spec.id);
+        let session = session_config(spec);
+        match client.assign(&session, REJOIN_WAIT).await {
+            Ok(()) | Err(HostError::Status { status: 409, .. }) => {}
+            Err(e) => return Err(RuntimeError::Start(e.to_string())),
+        }
+        let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
+        client
+            .ready(timeout)
+            .await
+            .map_err(|e| RuntimeError::Start(e.to_string()))
+    }
+
     /// Gives a launched computer its session and waits until it is ready:
     /// desktop painted, setup run.
     async fn bring_up(
@@ -471,12 +492,7 @@ impl LocalRuntime {
         capped: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Ready, RuntimeError> {
         let client = self.client(&spec.id);
-        let session = SessionConfig {
-            setup: spec.setup.clone(),
-            instructions: spec.instructions.clone(),
-            secrets: spec.secrets.clone(),
-            ..SessionConfig::default()
-        };
+        let session = session_config(spec);
         let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
         let mut ended = exited.clone();
         let up = async {
@@ -507,6 +523,16 @@ impl LocalRuntime {
             None => reason,
         };
         Err(self.abandon(&spec.id, reason).await)
+    }
+}
+
+/// What the host of computer `spec` is told of its session.
+fn session_config(spec: &ComputerSpec) -> SessionConfig {
+    SessionConfig {
+        setup: spec.setup.clone(),
+        instructions: spec.instructions.clone(),
+        secrets: spec.secrets.clone(),
+        ..SessionConfig::default()
     }
 }
 
@@ -582,7 +608,7 @@ impl Runtime for LocalRuntime {
     async fn start(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError> {
         check_id(&spec.id)?;
         if self.entry(&spec.id).is_some() {
-            return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
+            return self.rejoin(spec).await;
         }
         if let Some(ready) = self.claim(spec).await {
             return Ok(ready);
