@@ -93,37 +93,15 @@ async fn secrets_live_in_computers_memory_and_nowhere_on_disk() {
     // test looks for what Raworc itself leaves.
 
     // Remix of the running session (a snapshot), then close and restore.
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/remix"),
-            Some(&token),
-            json!({"data": true, "code": true}),
-        )
+    let child = app
+        .remix(&token, &id, json!({"data": true, "code": true}))
         .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
-    let child = r.body["id"].as_str().expect("remix id").to_owned();
     app.await_state(&token, &child, "running").await;
     assert_eq!(app.run(&token, &child, check).await, expected);
     for session in [&id, &child] {
-        let r = app
-            .post(
-                &format!("/api/v0/sessions/{session}/close"),
-                Some(&token),
-                json!({}),
-            )
-            .await;
-        assert!(r.status.is_success(), "{:?}", r.body);
-        app.await_state(&token, session, "closed").await;
+        app.close(&token, session).await;
     }
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
-    app.await_state(&token, &id, "running").await;
+    app.restore(&token, &id).await;
     assert_eq!(app.run(&token, &id, check).await, expected);
 
     // A clean stop: computers stopped, the disk image unmounted.

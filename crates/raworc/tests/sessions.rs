@@ -57,32 +57,6 @@ async fn settled(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
     }
 }
 
-/// Closes session `id` and waits until its computer has stopped.
-async fn close(app: &TestApp, token: &str, id: &str) {
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/close"),
-            Some(token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "close: {:?}", r.body);
-    app.await_state(token, id, "closed").await;
-}
-
-/// Restores session `id` and waits until it runs.
-async fn restore(app: &TestApp, token: &str, id: &str) {
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "restore: {:?}", r.body);
-    app.await_state(token, id, "running").await;
-}
-
 /// Pauses (`paused`) or resumes (`running`) session `id`.
 async fn set_state(app: &TestApp, token: &str, id: &str, state: &str) {
     let r = app
@@ -339,7 +313,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     await_awake(&app, &token, &id).await;
 
     // Close stops every process and keeps the disk.
-    close(&app, &token, &id).await;
+    app.close(&token, &id).await;
     assert!(app.state().runtime.as_ref().unwrap().running().is_empty());
     assert!(!cgroup_left(&id), "a closed computer keeps its cgroup");
     let r = app.exec(&token, &id, "true", 30).await;
@@ -348,7 +322,7 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     assert!(computer_dir(&app, &id).join("upper").is_dir());
 
     // Restore starts it again from the kept disk; setup runs again.
-    restore(&app, &token, &id).await;
+    app.restore(&token, &id).await;
     let out = app
         .run(
             &token,
@@ -408,29 +382,14 @@ async fn running_means_a_painted_desktop_for_starts_restores_and_remixes() {
         "a new session",
     );
 
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/remix"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let child = r.body["id"].as_str().unwrap().to_owned();
+    let child = app.remix(&token, &id, json!({})).await;
     assert_painted(
         &first_look_when_running(&app, &token, &child).await,
         "a remix",
     );
 
-    close(&app, &token, &id).await;
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
+    app.close(&token, &id).await;
+    app.request_restore(&token, &id).await;
     assert_painted(
         &first_look_when_running(&app, &token, &id).await,
         "a restore",
@@ -511,7 +470,7 @@ async fn max_sessions_bounds_computers_and_a_restart_brings_running_sessions_bac
     assert_eq!(mark, "before\n", "the disk survived the restart");
 
     // Room comes back once the session is closed.
-    close(&app, &token, &id).await;
+    app.close(&token, &id).await;
     let second = app.session(&token, json!({})).await;
     app.await_state(&token, &second, "running").await;
     app.stop().await;
@@ -592,7 +551,7 @@ async fn after_kill_9_running_computers_are_adopted_and_dead_ones_restarted() {
     await_awake(&app, &token, &kept).await;
 
     // An adopted computer closes like any other.
-    close(&app, &token, &kept).await;
+    app.close(&token, &kept).await;
     assert!(!alive(kept_pid), "the adopted computer stopped");
     assert!(!cgroup_left(&kept));
 
@@ -621,7 +580,7 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
          echo home > ~/h.txt; head -c 10000000 /dev/urandom > /session/data/big",
     )
     .await;
-    close(&app, &token, &parent).await;
+    app.close(&token, &parent).await;
 
     // What each child sees: data file, code file, home file.
     let probe = "cat /session/data/d.txt 2>/dev/null || echo no-data; \
@@ -652,7 +611,7 @@ async fn remix_forks_the_disk_with_or_without_data_and_code() {
     assert_eq!(out, "0\n");
 
     // The parent goes on with its own disk; children do not see its changes.
-    restore(&app, &token, &parent).await;
+    app.restore(&token, &parent).await;
     assert_eq!(app.run(&token, &parent, probe).await, "data\ncode\nhome\n");
     app.run(
         &token,
@@ -921,7 +880,7 @@ async fn the_desktop_streams_over_a_websocket_view_only_unless_control_is_asked(
     .await;
 
     // A closed session has no desktop to watch.
-    close(&app, &token, &id).await;
+    app.close(&token, &id).await;
     match Rfb::connect(&app, &id, &format!("token={token}")).await {
         Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 409),
         other => panic!("a closed session streamed: {:?}", other.is_ok()),
@@ -1088,7 +1047,7 @@ async fn a_remix_keeps_its_copy_when_the_parent_is_deleted_right_after() {
     app.await_state(&token, &parent, "running").await;
     app.run(&token, &parent, "echo inherited > /session/data/d.txt")
         .await;
-    close(&app, &token, &parent).await;
+    app.close(&token, &parent).await;
 
     // The parent goes before the child has started.
     let r = app

@@ -186,3 +186,47 @@ impl crate::TestApp {
         Image::decode(&r.bytes().await.expect("screenshot body"))
     }
 }
+
+/// Lifecycle calls tests make on sessions, through the API.
+impl crate::TestApp {
+    /// Closes session `id` and waits until its computer has stopped.
+    pub async fn close(&self, token: &str, id: &str) {
+        let r = self
+            .post(
+                &format!("/api/v0/sessions/{id}/close"),
+                Some(token),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(r.status, crate::StatusCode::OK, "close: {:?}", r.body);
+        self.await_state(token, id, "closed").await;
+    }
+
+    /// Asks for session `id` to be restored (without waiting for it).
+    pub async fn request_restore(&self, token: &str, id: &str) {
+        let r = self
+            .post(
+                &format!("/api/v0/sessions/{id}/restore"),
+                Some(token),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(r.status, crate::StatusCode::OK, "restore: {:?}", r.body);
+    }
+
+    /// Restores session `id` and waits until it runs.
+    pub async fn restore(&self, token: &str, id: &str) {
+        self.request_restore(token, id).await;
+        self.await_state(token, id, "running").await;
+    }
+
+    /// Remixes session `id` with `body` (`{data, code}`) and returns the
+    /// new session's id.
+    pub async fn remix(&self, token: &str, id: &str, body: serde_json::Value) -> String {
+        let r = self
+            .post(&format!("/api/v0/sessions/{id}/remix"), Some(token), body)
+            .await;
+        assert_eq!(r.status, crate::StatusCode::CREATED, "remix: {:?}", r.body);
+        r.body["id"].as_str().expect("the remix's id").to_owned()
+    }
+}
