@@ -1186,6 +1186,31 @@ async fn a_warm_pool_serves_creates_with_their_own_identity_and_nothing_of_other
         format!("{b}\n/session/code:\n\n/session/data:\n\n/session/secrets:\nOTHER\n[]\n")
     );
     assert_eq!(warm_pool(&app).await["claims"], 2);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "raworc_warm_pool_target 1",
+        "raworc_warm_pool_claims 2",
+        "raworc_warm_pool_misses 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("raworc_warm_pool_last_fill_seconds ") && !l.ends_with(" 0.0")),
+        "{metrics}"
+    );
 
     // What the pool cannot serve starts cold: egress.
     let misses = warm_pool(&app).await["misses"].clone();
