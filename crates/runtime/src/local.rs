@@ -110,6 +110,11 @@ pub struct LocalRuntime {
     pool: pool::Pool,
 }
 
+/// The host name of computer `id` (a host name has at most 63 bytes).
+fn hostname_of(id: &str) -> String {
+    id.chars().take(63).collect()
+}
+
 /// The cgroup of computer `id`.
 fn cgroup_name(id: &str) -> String {
     format!("computer-{id}")
@@ -353,7 +358,7 @@ impl LocalRuntime {
             upper: dir.join("upper"),
             work: dir.join("work"),
             root: dir.join("root"),
-            hostname: spec.id.chars().take(63).collect(),
+            hostname: hostname_of(&spec.id),
             uid: USER,
             gid: USER,
             argv: vec![
@@ -407,18 +412,11 @@ impl LocalRuntime {
 
 impl LocalRuntime {
     /// Lays out the disk and spawns computer `spec` (no session yet);
-    /// returns its directory, news of its end, and what caps its CPU.
+    /// returns its directory and news of its end.
     async fn launch(
         &self,
         spec: &ComputerSpec,
-    ) -> Result<
-        (
-            PathBuf,
-            watch::Receiver<Option<i32>>,
-            Arc<dyn Fn() + Send + Sync>,
-        ),
-        RuntimeError,
-    > {
+    ) -> Result<(PathBuf, watch::Receiver<Option<i32>>), RuntimeError> {
         let disks_busy = self.disks_busy.lock().await;
         let dir = self.prepare(spec)?;
         let sandbox_spec = self.sandbox_spec(spec, &dir)?;
@@ -434,20 +432,14 @@ impl LocalRuntime {
         let _ = std::fs::write(dir.join(CGROUP_FILE), cgroup_name(&spec.id));
         let pid = sandbox.pid();
         let cap = self.limits(spec).cpu_millicores;
-        let capped: Arc<dyn Fn() + Send + Sync> = {
+        {
             let sandbox = sandbox.clone();
-            Arc::new(move || {
+            tokio::spawn(async move {
+                tokio::time::sleep(START_BURST).await;
                 if let Some(cg) = sandbox.cgroup() {
                     // A computer that has ended has no group left to cap.
                     let _ = cg.limit_cpu(cap);
                 }
-            })
-        };
-        {
-            let capped = capped.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(START_BURST).await;
-                capped();
             });
         }
         let exited = self.watch(&spec.id, sandbox)?;
@@ -460,7 +452,7 @@ impl LocalRuntime {
                     .await);
             }
         }
-        Ok((dir, exited, capped))
+        Ok((dir, exited))
     }
 
     /// A computer asked to start that runs already: one adopted after a
@@ -469,34 +461,42 @@ impl LocalRuntime {
     /// waited for.
     async fn rejoin(&self, spec: &ComputerSpec) -> Result<Ready, RuntimeError> {
         self.resume(&spec.id).await?;
-        let client = self.client(&spec.id);
-        let session = session_config(spec);
-        match client.assign(&session, REJOIN_WAIT).await {
-            Ok(()) | Err(HostError::Status { status: 409, .. }) => {}
-            Err(e) => return Err(RuntimeError::Start(e.to_string())),
-        }
-        let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
-        client
-            .ready(timeout)
+        let (_, exited) = self
+            .entry(&spec.id)
+            .ok_or_else(|| RuntimeError::NotRunning(spec.id.clone()))?;
+        self.bring_up(spec, &self.dir(&spec.id), exited, REJOIN_WAIT)
             .await
-            .map_err(|e| RuntimeError::Start(e.to_string()))
     }
 
-    /// Gives a launched computer its session and waits until it is ready:
-    /// desktop painted, setup run.
+    /// Caps computer `spec`'s CPU at its limit (it starts without the cap).
+    fn cap_cpu(&self, spec: &ComputerSpec) {
+        if let Some((sandbox, _)) = self.entry(&spec.id) {
+            if let Some(cg) = sandbox.cgroup() {
+                let _ = cg.limit_cpu(self.limits(spec).cpu_millicores);
+            }
+        }
+    }
+
+    /// Gives a running computer its session (waiting up to `assign_wait`
+    /// for its socket; one that has its session already keeps it) and
+    /// waits until it is ready: desktop painted, setup run. Its CPU is
+    /// capped then; a computer that does not come up is ended.
     async fn bring_up(
         &self,
         spec: &ComputerSpec,
         dir: &Path,
         exited: watch::Receiver<Option<i32>>,
-        capped: Arc<dyn Fn() + Send + Sync>,
+        assign_wait: Duration,
     ) -> Result<Ready, RuntimeError> {
         let client = self.client(&spec.id);
         let session = session_config(spec);
         let timeout = Duration::from_secs(session.setup_timeout_s) + START_GRACE;
         let mut ended = exited.clone();
         let up = async {
-            client.assign(&session, START_GRACE).await?;
+            match client.assign(&session, assign_wait).await {
+                Ok(()) | Err(HostError::Status { status: 409, .. }) => {}
+                Err(e) => return Err(e),
+            }
             client.ready(timeout).await
         };
         let outcome = tokio::select! {
@@ -505,7 +505,7 @@ impl LocalRuntime {
         };
         let reason = match outcome {
             Ok(ready) => {
-                capped();
+                self.cap_cpu(spec);
                 return Ok(ready);
             }
             Err(reason) => reason,
@@ -613,8 +613,8 @@ impl Runtime for LocalRuntime {
         if let Some(ready) = self.claim(spec).await {
             return Ok(ready);
         }
-        let (dir, exited, capped) = self.launch(spec).await?;
-        self.bring_up(spec, &dir, exited, capped).await
+        let (dir, exited) = self.launch(spec).await?;
+        self.bring_up(spec, &dir, exited, START_GRACE).await
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{check_id, LocalRuntime, Network};
+use super::{check_id, hostname_of, LocalRuntime, Network, START_GRACE};
 use crate::{ComputerSpec, PoolStats, Ready, Runtime, RuntimeError};
 
 /// Ids of pooled computers start with this.
@@ -163,8 +163,7 @@ impl LocalRuntime {
         let (sandbox, exited) = self
             .entry(&spec.id)
             .ok_or_else(|| RuntimeError::NotRunning(spec.id.clone()))?;
-        let hostname: String = spec.id.chars().take(63).collect();
-        set_hostname(sandbox.pid(), &hostname)?;
+        set_hostname(sandbox.pid(), &hostname_of(&spec.id))?;
         let limits = self.limits(spec);
         let cgroup = sandbox
             .cgroup()
@@ -174,7 +173,7 @@ impl LocalRuntime {
         cgroup.limit_cpu(limits.cpu_millicores)?;
         cgroup.thaw()?;
         let dir = self.dir(&spec.id);
-        self.bring_up(spec, &dir, exited, Arc::new(|| {})).await
+        self.bring_up(spec, &dir, exited, START_GRACE).await
     }
 
     /// Starts one pooled computer, waits until it is painted, freezes it
@@ -186,7 +185,7 @@ impl LocalRuntime {
             display: self.config.pool_display,
             ..ComputerSpec::default()
         };
-        let (_, exited, capped) = self.launch(&spec).await?;
+        let (_, exited) = self.launch(&spec).await?;
         if let Some((sandbox, _)) = self.entry(&spec.id) {
             if let Some(cg) = sandbox.cgroup() {
                 cg.cpu_weight(FILL_WEIGHT)?;
@@ -200,7 +199,7 @@ impl LocalRuntime {
         };
         let outcome = match painted {
             Ok(_) => {
-                capped();
+                self.cap_cpu(&spec);
                 self.pause(&spec.id).await
             }
             Err(reason) => Err(RuntimeError::Start(format!(
