@@ -347,22 +347,14 @@ pub async fn await_window_manager(bound: Duration) -> bool {
     }
 }
 
-/// Waits until a browser window is mapped (listed by the window manager).
+/// Waits until a browser window is on screen.
 pub async fn await_browser_window() -> Result<(), DesktopError> {
     let (conn, screen) = RustConnection::connect(Some(DISPLAY))
         .map_err(|e| DesktopError::Failed(format!("cannot connect to the display: {e}")))?;
     let root = conn.setup().roots[screen].root;
     let deadline = Instant::now() + BROWSER_TIMEOUT;
-    let atom = |name: &[u8]| -> Result<u32, DesktopError> {
-        conn.intern_atom(false, name)
-            .map_err(|e| DesktopError::Failed(e.to_string()))?
-            .reply()
-            .map(|r| r.atom)
-            .map_err(|e| DesktopError::Failed(e.to_string()))
-    };
-    let client_list = atom(b"_NET_CLIENT_LIST")?;
     loop {
-        if browser_listed(&conn, root, client_list).unwrap_or(false) {
+        if crate::painted::find_windows(&conn, root).is_ok_and(|w| w.browser.is_some()) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -372,31 +364,6 @@ pub async fn await_browser_window() -> Result<(), DesktopError> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn browser_listed(
-    conn: &RustConnection,
-    root: u32,
-    client_list: u32,
-) -> Result<bool, x11rb::errors::ReplyError> {
-    let windows = conn
-        .get_property(false, root, client_list, AtomEnum::WINDOW, 0, 1024)?
-        .reply()?;
-    let Some(ids) = windows.value32() else {
-        return Ok(false);
-    };
-    for window in ids {
-        let class = conn
-            .get_property(false, window, AtomEnum::WM_CLASS, AtomEnum::STRING, 0, 256)?
-            .reply()?;
-        if String::from_utf8_lossy(&class.value)
-            .to_ascii_lowercase()
-            .contains("chromium")
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Runs `/session/code/setup.sh`, keeping its output in `setup.log`.

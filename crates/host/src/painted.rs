@@ -150,16 +150,20 @@ fn clip(rect: Rect, size: crate::proto::DisplaySize) -> Option<Rect> {
     })
 }
 
+/// Where the panel's and the browser's windows are, when on screen.
 #[derive(Default)]
-struct Windows {
-    panel: Option<Rect>,
-    browser: Option<Rect>,
+pub(crate) struct Windows {
+    pub panel: Option<Rect>,
+    pub browser: Option<Rect>,
 }
 
 /// The viewable panel (tint2) and browser windows, by `WM_CLASS`, among the
 /// root's children and their children (the window manager's frames).
 /// Windows that go away while being looked at are skipped.
-fn find_windows(conn: &RustConnection, root: Window) -> Result<Windows, x11rb::errors::ReplyError> {
+pub(crate) fn find_windows(
+    conn: &RustConnection,
+    root: Window,
+) -> Result<Windows, x11rb::errors::ReplyError> {
     let mut found = Windows::default();
     for top in conn.query_tree(root)?.reply()?.children {
         let mut candidates = vec![top];

@@ -148,19 +148,20 @@ async fn bring_up(
     *desktop.lock().await = Some(started);
     wm.map_err(|e| e.to_string())?;
     browser.map_err(|e| e.to_string())?;
-    if desktop::await_window_manager(WM_BOUND).await {
-        tracing::info!(ms = ms(began), "window manager up");
-    } else {
-        tracing::warn!(
-            ms = ms(began),
-            "no window manager yet; starting the panel anyway"
-        );
-    }
-    if let Some(d) = desktop.lock().await.as_mut() {
-        d.start_panel(env).map_err(|e| e.to_string())?;
-    }
 
+    // The panel and the paint, while the session (files, setup) goes ahead.
     let painted = async {
+        if desktop::await_window_manager(WM_BOUND).await {
+            tracing::info!(ms = ms(began), "window manager up");
+        } else {
+            tracing::warn!(
+                ms = ms(began),
+                "no window manager yet; starting the panel anyway"
+            );
+        }
+        if let Some(d) = desktop.lock().await.as_mut() {
+            d.start_panel(env).map_err(|e| e.to_string())?;
+        }
         desktop::await_browser_window()
             .await
             .map_err(|e| e.to_string())?;
