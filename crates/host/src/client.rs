@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::proto::{
-    ComputerResult, DesktopReady, ErrorBody, ExecRequest, ExecResult, Ready, SessionConfig, SOCKET,
+    BashRequest, ComputerResult, DesktopReady, EditRequest, ErrorBody, ExecRequest, ExecResult,
+    Ready, SessionConfig, ToolOutput, SOCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +258,20 @@ impl HostClient {
         .await
     }
 
+    /// A screenshot taken once the screen has settled after an action (no
+    /// change for a moment), waiting at most `cap`.
+    pub async fn screenshot_settled(&self, cap: Duration) -> Result<Bytes, HostError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/screenshot?settle_ms={}", cap.as_millis()),
+            "application/json",
+            Bytes::new(),
+            cap + Duration::from_secs(10),
+            MAX_IMAGE,
+        )
+        .await
+    }
+
     /// Runs one computer-tool action (the model's input, unchanged).
     pub async fn computer(&self, input: &serde_json::Value) -> Result<ComputerResult, HostError> {
         // `wait` and `hold_key` may take up to 100 s.
@@ -267,6 +282,26 @@ impl HostClient {
             Duration::from_secs(120),
         )
         .await
+    }
+
+    /// One call of the bash tool (the computer's one persistent shell).
+    /// Calls take turns on the host; a command that runs out of time is an
+    /// answer (its `error`), not a [`HostError`].
+    pub async fn bash(&self, req: &BashRequest) -> Result<ToolOutput, HostError> {
+        let tool = req
+            .timeout_s
+            .map(Duration::from_secs)
+            .unwrap_or(crate::bash::DEFAULT_TIMEOUT);
+        // The host bounds the command; allow for the answer.
+        let timeout = tool + Duration::from_secs(10);
+        self.json(Method::POST, "/v1/bash", req, timeout).await
+    }
+
+    /// One call of the text editor tool.
+    pub async fn edit(&self, req: &EditRequest) -> Result<ToolOutput, HostError> {
+        // Listing a directory may take the host up to 120 s.
+        self.json(Method::POST, "/v1/edit", req, Duration::from_secs(130))
+            .await
     }
 
     /// A whole file, up to 64 MiB (larger ones: [`HostClient::read_file_stream`]).

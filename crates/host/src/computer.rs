@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::keys::{parse_chords, Chord};
 use crate::proto::{ComputerResult, DisplaySize};
 use crate::screen::{Button, Rect, Screen, ScreenError};
+use crate::settle::{Settle, QUIET};
 
 /// Longest `duration` accepted for `wait` and `hold_key`, in seconds.
 const MAX_DURATION_S: f64 = 100.0;
@@ -295,6 +296,8 @@ fn done(text: impl Into<String>) -> ComputerResult {
 pub struct Computer {
     screen: Arc<Mutex<Screen>>,
     size: DisplaySize,
+    /// The change watcher, connected on first use.
+    settle: Arc<Mutex<Option<Settle>>>,
 }
 
 impl Computer {
@@ -303,6 +306,7 @@ impl Computer {
         Computer {
             screen: Arc::new(Mutex::new(screen)),
             size,
+            settle: Arc::default(),
         }
     }
 
@@ -331,6 +335,28 @@ impl Computer {
             s.png(full)
         })
         .await
+    }
+
+    /// A screenshot taken once the screen has settled (no change for
+    /// [`QUIET`]) or `cap` has passed; also how long that took.
+    pub async fn settled_screenshot(
+        &self,
+        cap: Duration,
+    ) -> Result<(Vec<u8>, Duration), ScreenError> {
+        let settle = self.settle.clone();
+        let waited = tokio::task::spawn_blocking(move || {
+            let mut guard = settle.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(Settle::connect(crate::desktop::DISPLAY)?);
+            }
+            match guard.as_ref() {
+                Some(s) => s.wait(QUIET, cap),
+                None => Ok(Duration::ZERO),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(ScreenError::Worker(e.to_string())))?;
+        Ok((self.screenshot_png().await?, waited))
     }
 
     /// Carries out one action.

@@ -6,11 +6,14 @@
 //! secrets and setup script) and serves tool calls on a unix socket in the
 //! computer's run directory, which the runtime binds from the host: command
 //! execution, files, screenshots and every computer-tool action, straight
-//! over the X protocol. [`client::HostClient`] is the other end.
+//! over the X protocol, and the bash and text editor tools of a
+//! computer-use agent. [`client::HostClient`] is the other end.
 
+pub mod bash;
 pub mod client;
 pub mod computer;
 mod desktop;
+pub mod editor;
 pub mod exec;
 pub mod files;
 mod init;
@@ -19,6 +22,7 @@ mod painted;
 pub mod proto;
 pub mod screen;
 mod server;
+pub mod settle;
 mod supervisor;
 
 pub use supervisor::run;

@@ -9,9 +9,14 @@
 //! - `GET|PUT /files/{path}` — a file's bytes at `/{path}` inside
 //! - `GET  /screenshot` → `image/png`
 //! - `POST /computer` (a computer-tool input) → [`ComputerResult`]
+//! - `POST /bash` [`BashRequest`] → [`ToolOutput`] (the one persistent shell)
+//! - `POST /edit` [`EditRequest`] → [`ToolOutput`] (the text editor tool)
 //! - `POST /shutdown` — closes the browser gracefully, then ends the computer
 //!
 //! Errors are `{"error": "..."}` with a status that the control plane passes on.
+//! The bash and editor tools answer 200 with a [`ToolOutput`] for whatever
+//! the tool itself says, errors included; an error status there means the
+//! request itself was wrong or the host could not serve it.
 
 use std::collections::BTreeMap;
 
@@ -147,7 +152,101 @@ pub struct ComputerResult {
     pub image: Option<String>,
 }
 
+/// A call of the bash tool, as the model gives it (`command` or
+/// `restart`), with how long the command may take.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BashRequest {
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Ends the shell (and everything it started) and starts a new one;
+    /// `command` is then ignored.
+    #[serde(default)]
+    pub restart: bool,
+    /// Seconds to wait for the command before the shell counts as stuck
+    /// (120 unless given).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// A call of the text editor tool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EditRequest {
+    /// The tool's name as the model knows it (`str_replace_based_edit_tool`,
+    /// or `str_replace_editor` for the older versions): error texts name it.
+    #[serde(default = "default_editor_name")]
+    pub tool_name: String,
+    /// Whether the tool's version has `undo_edit` (text_editor_20241022 and
+    /// _20250124 do, _20250728 does not).
+    #[serde(default)]
+    pub undo: bool,
+    /// The tool definition's `max_characters` (text_editor_20250728): how
+    /// much of a file `view` shows; 16000 characters unless given.
+    #[serde(default)]
+    pub max_characters: Option<usize>,
+    /// The model's input, unchanged (`command`, `path`, …).
+    pub input: serde_json::Value,
+}
+
+fn default_editor_name() -> String {
+    "str_replace_based_edit_tool".to_owned()
+}
+
+/// What the bash and editor tools answer, as Anthropic's reference tools
+/// do (their `ToolResult` without the image). Empty strings are kept as
+/// the reference keeps them (bash always gives both streams): read an
+/// empty field as an absent one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// What the tool reports as an error: a `tool_result` with `is_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A note about the tool itself (e.g. that it was restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+impl ToolOutput {
+    pub fn output(text: impl Into<String>) -> ToolOutput {
+        ToolOutput {
+            output: Some(text.into()),
+            ..ToolOutput::default()
+        }
+    }
+
+    pub fn error(text: impl Into<String>) -> ToolOutput {
+        ToolOutput {
+            error: Some(text.into()),
+            ..ToolOutput::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_and_answers_read_and_write_as_documented() {
+        let answer = ToolOutput {
+            system: Some("tool has been restarted.".into()),
+            ..ToolOutput::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"system": "tool has been restarted."})
+        );
+        let bash: BashRequest = serde_json::from_str(r#"{"restart": true}"#).unwrap();
+        assert!(bash.restart && bash.command.is_none() && bash.timeout_s.is_none());
+        let edit: EditRequest =
+            serde_json::from_str(r#"{"input": {"command": "view", "path": "/"}}"#).unwrap();
+        assert_eq!(edit.tool_name, "str_replace_based_edit_tool");
+        assert!(!edit.undo && edit.max_characters.is_none());
+    }
 }

@@ -4,17 +4,22 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::{watch, Notify};
 
+use crate::bash::{self, Bash};
 use crate::computer::{Action, ActionError, Computer};
+use crate::editor::Editor;
 use crate::exec::{self, Environment};
 use crate::files::{self, FileError};
-use crate::proto::{DesktopReady, ErrorBody, ExecRequest, Ready, SessionConfig};
+use crate::proto::{
+    BashRequest, DesktopReady, EditRequest, ErrorBody, ExecRequest, Ready, SessionConfig,
+    ToolOutput,
+};
 
 /// Where bring-up stands: not yet, done, or failed with a reason.
 pub type Readiness = Option<Result<Ready, String>>;
@@ -31,6 +36,10 @@ pub struct HostState {
     pub ready: watch::Receiver<Readiness>,
     pub painted: watch::Receiver<Painted>,
     pub computer: OnceLock<Computer>,
+    /// The bash tool's shell, one per computer.
+    pub bash: Bash,
+    /// The text editor tool, with its undo history.
+    pub editor: Editor,
     pub shutdown: Arc<Notify>,
 }
 
@@ -81,6 +90,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/files/{*path}", get(download).put(upload))
         .route("/v1/screenshot", get(screenshot))
         .route("/v1/computer", post(computer))
+        .route("/v1/bash", post(bash_tool))
+        .route("/v1/edit", post(edit_tool))
         .route("/v1/shutdown", post(shutdown))
         .with_state(state)
 }
@@ -150,6 +161,11 @@ fn computer_of(state: &HostState) -> Result<&Computer, Error> {
     })
 }
 
+/// The environment of what the host starts now: the session's once known.
+fn env_of(state: &HostState) -> &Environment {
+    state.session_env.get().unwrap_or(&state.env)
+}
+
 async fn exec_command(
     State(state): State<Shared>,
     Json(req): Json<ExecRequest>,
@@ -167,8 +183,7 @@ async fn exec_command(
             ),
         ));
     }
-    let env = state.session_env.get().unwrap_or(&state.env);
-    exec::run(env, &req.command, "/session", timeout)
+    exec::run(env_of(&state), &req.command, "/session", timeout)
         .await
         .map(Json)
         .map_err(|e| Error(StatusCode::INTERNAL_SERVER_ERROR, format!("exec: {e}")))
@@ -194,12 +209,40 @@ async fn upload(Path(path): Path<String>, body: Body) -> Result<StatusCode, Erro
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn screenshot(State(state): State<Shared>) -> Result<Response, Error> {
-    let png = computer_of(&state)?
-        .screenshot_png()
-        .await
-        .map_err(|e| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+/// `?settle_ms=N`: wait until the screen has settled (at most N ms) first.
+#[derive(serde::Deserialize)]
+struct ScreenshotQuery {
+    settle_ms: Option<u64>,
+}
+
+async fn screenshot(
+    State(state): State<Shared>,
+    Query(q): Query<ScreenshotQuery>,
+) -> Result<Response, Error> {
+    let computer = computer_of(&state)?;
+    let failed =
+        |e: crate::screen::ScreenError| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let (png, waited) = match q.settle_ms {
+        Some(ms) => computer
+            .settled_screenshot(Duration::from_millis(ms.min(10_000)))
+            .await
+            .map_err(failed)?,
+        None => (
+            computer.screenshot_png().await.map_err(failed)?,
+            Duration::ZERO,
+        ),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_owned()),
+            (
+                header::HeaderName::from_static("x-settled-ms"),
+                waited.as_millis().to_string(),
+            ),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 async fn computer(
@@ -211,7 +254,158 @@ async fn computer(
     Ok(Json(computer.run(action).await?))
 }
 
+/// Runs a tool call in a task of its own: a client that goes away must not
+/// cut a call off halfway (the shell would be left mid-command, an edit
+/// without its undo entry).
+async fn detached<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(call).await.map_err(|e| {
+        Error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the tool call failed: {e}"),
+        )
+    })?
+}
+
+async fn bash_tool(
+    State(state): State<Shared>,
+    Json(req): Json<BashRequest>,
+) -> Result<Json<ToolOutput>, Error> {
+    let timeout = req
+        .timeout_s
+        .map(Duration::from_secs)
+        .unwrap_or(bash::DEFAULT_TIMEOUT);
+    if timeout.is_zero() || timeout > exec::MAX_TIMEOUT {
+        return Err(Error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "timeout_s must be from 1 to {}",
+                exec::MAX_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    detached(async move {
+        state
+            .bash
+            .run(env_of(&state), &req, timeout)
+            .await
+            .map(Json)
+            .map_err(|e| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+}
+
+async fn edit_tool(
+    State(state): State<Shared>,
+    Json(req): Json<EditRequest>,
+) -> Result<Json<ToolOutput>, Error> {
+    detached(async move {
+        state
+            .editor
+            .run(env_of(&state), &req)
+            .await
+            .map(Json)
+            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+    })
+    .await
+}
+
 async fn shutdown(State(state): State<Shared>) -> StatusCode {
     state.shutdown.notify_one();
     StatusCode::ACCEPTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{HostClient, HostError};
+    use serde_json::json;
+
+    /// A host with no display, serving its socket in `dir`.
+    fn serve(dir: &std::path::Path) {
+        let state = Arc::new(HostState {
+            env: Environment::base(":0"),
+            session_env: OnceLock::new(),
+            session: watch::channel(None).0,
+            ready: watch::channel(None).1,
+            painted: watch::channel(None).1,
+            computer: OnceLock::new(),
+            bash: Bash::new(dir),
+            editor: Editor::new(),
+            shutdown: Arc::new(Notify::new()),
+        });
+        let listener = tokio::net::UnixListener::bind(dir.join(crate::proto::SOCKET)).unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    }
+
+    #[tokio::test]
+    async fn the_bash_and_editor_tools_answer_over_the_socket() {
+        let dir = tempfile::Builder::new().prefix("host").tempdir().unwrap();
+        serve(dir.path());
+        let client = HostClient::new(dir.path());
+
+        let run = |command: &str| BashRequest {
+            command: Some(command.to_owned()),
+            ..BashRequest::default()
+        };
+        client.bash(&run("cd /tmp; X=1")).await.unwrap();
+        assert_eq!(
+            client
+                .bash(&run("echo $PWD $X; echo no >&2"))
+                .await
+                .unwrap(),
+            ToolOutput {
+                output: Some("/tmp 1".into()),
+                error: Some("no".into()),
+                system: None,
+            }
+        );
+        assert_eq!(
+            client.bash(&BashRequest::default()).await.unwrap(),
+            ToolOutput::error("no command provided.")
+        );
+        let zero = BashRequest {
+            timeout_s: Some(0),
+            ..run("true")
+        };
+        assert!(matches!(
+            client.bash(&zero).await,
+            Err(HostError::Status { status: 422, .. })
+        ));
+
+        let path = dir.path().join("f.txt").display().to_string();
+        let edit = |input: serde_json::Value| EditRequest {
+            tool_name: "str_replace_based_edit_tool".into(),
+            undo: false,
+            max_characters: None,
+            input,
+        };
+        let created = client
+            .edit(&edit(
+                json!({"command": "create", "path": path, "file_text": "a\n"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            created,
+            ToolOutput::output(format!("File created successfully at: {path}"))
+        );
+        let again = client
+            .edit(&edit(
+                json!({"command": "create", "path": path, "file_text": "a\n"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            ToolOutput::error(format!(
+                "File already exists at: {path}. Cannot overwrite files using command `create`."
+            ))
+        );
+        assert!(matches!(
+            client.edit(&edit(json!("view"))).await,
+            Err(HostError::Status { status: 422, .. })
+        ));
+    }
 }

@@ -10,8 +10,10 @@ use anyhow::Context as _;
 use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::{watch, Mutex, Notify};
 
+use crate::bash::Bash;
 use crate::computer::Computer;
 use crate::desktop::{self, Desktop, DISPLAY, VNC_PORT};
+use crate::editor::Editor;
 use crate::exec::Environment;
 use crate::painted;
 use crate::proto::{DesktopReady, HostConfig, Ready, SessionConfig, CONFIG, SOCKET, VNC_SOCKET};
@@ -70,6 +72,8 @@ async fn supervise(run_dir: PathBuf) -> anyhow::Result<()> {
         ready: ready_rx,
         painted: painted_rx,
         computer: OnceLock::new(),
+        bash: Bash::new("/session"),
+        editor: Editor::new(),
         shutdown: shutdown.clone(),
     });
     let desktop: Arc<Mutex<Option<Desktop>>> = Arc::default();

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the control plane in the foreground
-    Serve(ServerConfig),
+    Serve(Box<ServerConfig>),
     /// Manage the computer image
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -72,7 +72,7 @@ fn main() {
         match cli.command {
             Command::Serve(config) => {
                 init_tracing();
-                raworc_server::serve(config).await
+                raworc_server::serve(*config).await
             }
             Command::Image(cmd) => tokio::task::spawn_blocking(move || image::run(cmd))
                 .await

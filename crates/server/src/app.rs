@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::error_response;
-use crate::routes::{audit, auth, computer, messages, operators, sessions, system, vnc};
+use crate::routes::{audit, auth, computer, events, messages, operators, sessions, system, vnc};
 use crate::state::AppState;
 use crate::{audit as audit_log, metrics, request_id};
 
@@ -25,7 +25,7 @@ use crate::{audit as audit_log, metrics, request_id};
     modifiers(&BearerAuth),
     // Wildcard paths are routed by hand (below), so they are listed here.
     paths(computer::read_file, computer::write_file),
-    tags((name = "sessions"), (name = "computer"), (name = "messages"), (name = "operators"), (name = "auth"), (name = "audit"), (name = "system"))
+    tags((name = "sessions"), (name = "computer"), (name = "messages"), (name = "events"), (name = "operators"), (name = "auth"), (name = "audit"), (name = "system"))
 )]
 struct ApiDoc;
 
@@ -70,6 +70,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(computer::exec))
         .routes(routes!(messages::list, messages::post, messages::clear))
         .routes(routes!(messages::count))
+        .routes(routes!(events::list))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::screenshot))
+        .routes(routes!(events::cancel))
         .routes(routes!(audit::list))
         .routes(routes!(system::health))
 }
@@ -88,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/vnc/{id}/info", get(vnc::info))
         .route("/vnc/{id}/stream", get(vnc::stream))
+        .route("/ws/{id}/stream", get(events::websocket))
         .route("/sessions/workers/health", get(system::workers_health))
         .route("/health", get(system::health))
         .route("/health/", get(system::health))

@@ -100,6 +100,64 @@ pub struct ServerConfig {
     /// The raworc binary bound into computers [default: this one].
     #[arg(long, env = "RAWORC_HOST_BINARY", hide = true)]
     pub host_binary: Option<PathBuf>,
+    /// The agent's model provider [default: anthropic when a key is
+    /// configured, else mock: no model, simple requests done on the computer].
+    #[arg(long, env = "RAWORC_LLM", value_enum)]
+    pub llm: Option<LlmKind>,
+    /// The model the agent asks.
+    #[arg(long, env = "RAWORC_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Base URL of the Anthropic API (a proxy or a test server may stand in).
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = raworc_agent::provider::anthropic::DEFAULT_BASE_URL)]
+    pub anthropic_base_url: String,
+    /// The Anthropic API key (it stays in the control plane; computers never see it).
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, value_parser = ApiKey::parse)]
+    pub anthropic_api_key: Option<ApiKey>,
+    /// A file holding the Anthropic API key (instead of the variable).
+    #[arg(long, env = "RAWORC_ANTHROPIC_KEY_FILE")]
+    pub anthropic_key_file: Option<PathBuf>,
+    /// Stream the model's answers (server-sent events) rather than wait for whole ones.
+    #[arg(long, env = "RAWORC_LLM_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub llm_stream: bool,
+    /// Retries of a failed model call (429, 5xx, 529, broken answers).
+    #[arg(long, env = "RAWORC_LLM_RETRIES", default_value_t = 4)]
+    pub llm_retries: u32,
+    /// Model turns per user message before the agent stops.
+    #[arg(long, env = "RAWORC_AGENT_MAX_STEPS", default_value_t = 50)]
+    pub agent_max_steps: u32,
+}
+
+/// An API key: printed as `***`, so that no debug output or log shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl ApiKey {
+    fn parse(s: &str) -> Result<ApiKey, String> {
+        let key = s.trim();
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The model asked when none is named.
+pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+
+/// The agent's model provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmKind {
+    /// Anthropic's Messages API with the computer-use tools.
+    Anthropic,
+    /// No model: simple requests ("run `CMD`", "open URL", "take a
+    /// screenshot", "type TEXT", "click X Y") done on the computer.
+    Mock,
 }
 
 /// `WIDTHxHEIGHT`, each between 320 and 4096 pixels.
@@ -153,6 +211,14 @@ impl ServerConfig {
             warm_pool: 2,
             operator_resync_ms: 10_000,
             host_binary: None,
+            llm: None,
+            model: DEFAULT_MODEL.to_owned(),
+            anthropic_base_url: raworc_agent::provider::anthropic::DEFAULT_BASE_URL.to_owned(),
+            anthropic_api_key: None,
+            anthropic_key_file: None,
+            llm_stream: true,
+            llm_retries: 4,
+            agent_max_steps: 50,
         }
     }
 

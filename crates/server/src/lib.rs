@@ -1,6 +1,7 @@
 //! Raworc's control plane: the HTTP API over the store, with authentication,
 //! authorization, audit, metrics and OpenAPI. `raworc serve` runs [`serve`].
 
+pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -64,7 +65,20 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
     let runtime = computers::runtime(&config).await?;
     let operator = runtime
         .clone()
-        .map(|rt| computers::operator(&store, rt, secrets.clone(), &config));
+        .map(|rt| Arc::new(computers::operator(&store, rt, secrets.clone(), &config)));
+    let metrics = Metrics::new();
+    // With no computers there is nothing for the agent to work on: messages are only stored.
+    let agents = match &runtime {
+        Some(_) => Some(agent::agents(
+            &config,
+            &store,
+            runtime.clone(),
+            operator.clone(),
+            secrets.clone(),
+            metrics.tokens.clone(),
+        )?),
+        None => None,
+    };
     let minute = Duration::from_secs(60);
     Ok(AppState::new(state::Inner {
         store,
@@ -72,7 +86,8 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
         secrets,
         runtime,
         operator,
-        metrics: Metrics::new(),
+        agents,
+        metrics,
         operators: OperatorCache::new(Duration::from_secs(5)),
         login_by_name: RateLimiter::new(config.login_limit_per_name, minute),
         login_by_addr: RateLimiter::new(config.login_limit_per_addr, minute),
@@ -97,6 +112,9 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await??;
+        if let Some(agents) = &self.state.agents {
+            agents.stop();
+        }
         if let Some(operator) = &self.state.operator {
             operator.stop().await;
         }
@@ -116,6 +134,10 @@ pub async fn spawn(config: ServerConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
     let state = build_state(config).await?;
+    if let Some(agents) = &state.agents {
+        // Messages a stop or a crash left unanswered.
+        agents.resume_all().await;
+    }
     let app = app::router(state.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -32,6 +32,39 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    provider: String,
+    model: String,
+    kind: String,
+}
+
+/// Tokens the agent's model calls used, by provider, model and kind.
+#[derive(Clone, Default)]
+pub struct TokenCounters {
+    tokens: Family<TokenLabels, Counter>,
+    calls: Family<TokenLabels, Counter>,
+}
+
+impl TokenCounters {
+    pub fn add(&self, provider: &str, model: &str, usage: raworc_agent::wire::Usage) {
+        let label = |kind: &str| TokenLabels {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.calls.get_or_create(&label("call")).inc();
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_creation", usage.cache_creation_input_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+        ] {
+            self.tokens.get_or_create(&label(kind)).inc_by(n);
+        }
+    }
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -40,6 +73,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     sessions: Family<StateLabels, Gauge>,
     pool: PoolGauges,
+    pub tokens: TokenCounters,
 }
 
 /// The warm pool's figures, read from the runtime at each scrape.
@@ -96,12 +130,24 @@ impl Metrics {
             "Time the last refill of one pooled computer took",
             pool.last_fill_seconds.clone(),
         );
+        let tokens = TokenCounters::default();
+        registry.register(
+            "agent_tokens",
+            "Tokens used by the agent's model calls",
+            tokens.tokens.clone(),
+        );
+        registry.register(
+            "agent_model_calls",
+            "Model calls the agent made",
+            tokens.calls.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             sessions,
             pool,
+            tokens,
         }
     }
 

@@ -26,7 +26,9 @@ pub struct Inner {
     /// Where computers run; `None` with `--runtime none`.
     pub runtime: Option<Arc<dyn Runtime>>,
     /// Drives sessions' computers; present with a runtime.
-    pub operator: Option<Operator>,
+    pub operator: Option<Arc<Operator>>,
+    /// The agents that answer sessions' messages; present with a runtime.
+    pub agents: Option<raworc_agent::Agents>,
     pub metrics: Metrics,
     pub operators: OperatorCache,
     pub login_by_name: RateLimiter,
@@ -46,6 +48,13 @@ impl AppState {
     pub fn wake(&self, id: &str) {
         if let Some(operator) = &self.operator {
             operator.wake(id);
+        }
+    }
+
+    /// Tells session `id`'s agent that a message may wait for it.
+    pub fn wake_agent(&self, id: &str) {
+        if let Some(agents) = &self.agents {
+            agents.wake(id);
         }
     }
 

@@ -49,7 +49,7 @@ type Expect = [u16; 4];
 /// Path placeholders: `{sid}` a session of the owner, `{admin_sid}` a session
 /// of the admin, `{owner}`, `{other}`, `{target}` (a third `user` operator),
 /// `{self}` (the caller's own operator; the owner for unauthenticated
-/// callers), `{new}` a name not yet used, `{file}` a path inside a computer. Bodies use the same placeholders.
+/// callers), `{new}` a name not yet used, `{file}` a path inside a computer, `{shot}` a screenshot's id. Bodies use the same placeholders.
 type Row = (
     &'static str,
     &'static str,
@@ -109,6 +109,16 @@ const ROWS: &[Row] = &[
     ("DELETE", "/sessions/{sid}/messages",           None,                                                         Fresh::No,            [401, 200, 404, 200]),
     ("GET",    "/sessions/{sid}/messages/count",     None,                                                         Fresh::No,            [401, 200, 404, 200]),
     ("GET",    "/sessions/{admin_sid}/messages/count", None,                                                       Fresh::No,            [401, 404, 404, 200]),
+    // Events and the agent follow the session's visibility (a stream's 200 is
+    // its start; its body goes on). Without a runtime there is no agent, so
+    // no screenshot exists and a cancel stops nothing.
+    ("GET",    "/sessions/{sid}/events",             None,                                                         Fresh::No,            [401, 200, 404, 200]),
+    ("GET",    "/sessions/{admin_sid}/events",       None,                                                         Fresh::No,            [401, 404, 404, 200]),
+    ("GET",    "/sessions/{sid}/events/stream",      None,                                                         Fresh::No,            [401, 200, 404, 200]),
+    ("GET",    "/sessions/{admin_sid}/events/stream", None,                                                        Fresh::No,            [401, 404, 404, 200]),
+    ("GET",    "/sessions/{sid}/screenshots/{shot}", None,                                                         Fresh::No,            [401, 404, 404, 404]),
+    ("POST",   "/sessions/{sid}/cancel",             None,                                                         Fresh::No,            [401, 202, 404, 202]),
+    ("POST",   "/sessions/{admin_sid}/cancel",       None,                                                         Fresh::No,            [401, 404, 404, 202]),
     // The direct computer API follows the session's visibility; without a
     // runtime no session runs, so the owner and admin get 409 (not running).
     ("GET",    "/sessions/{sid}/screenshot",         None,                                                         Fresh::No,            [401, 409, 404, 409]),
@@ -507,6 +517,7 @@ async fn rbac_matrix(b: Backend) {
                     .replace("{self}", caller.self_name())
                     .replace("{new}", &new)
                     .replace("{file}", "tmp/file.txt")
+                    .replace("{shot}", "shot-0190aa")
             };
             let path = format!("/api/v0{}", fill(template));
             let body: Option<Value> =

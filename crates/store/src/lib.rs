@@ -1,4 +1,5 @@
-//! Raworc's store: operators, sessions, messages and the audit log.
+//! Raworc's store: operators, sessions, messages, events, the agent's
+//! progress and the audit log.
 //!
 //! One schema runs on SQLite, PostgreSQL and MySQL/MariaDB. Reads go straight
 //! to an sqlx (`Any` driver) connection pool; every write goes through a
@@ -7,12 +8,14 @@
 //! direct connection on a thread of its own ([`db`] runs a statement on
 //! either engine).
 
+mod agent;
 mod audit;
 mod cache;
 mod checkpoint;
 mod db;
 mod dialect;
 mod error;
+mod events;
 mod messages;
 mod operators;
 mod sessions;
@@ -26,10 +29,12 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 
+pub use agent::{StepRow, NEW_STEP};
 pub use audit::{AuditFilter, AuditRecord, AuditRow};
 use db::Conn;
 pub use dialect::Dialect;
 pub use error::StoreError;
+pub use events::{kind as event_kind, EventRow, NewEvent};
 pub use messages::{MessageRow, NewMessage};
 pub use operators::{NewOperator, OperatorRow};
 pub use sessions::{NewSession, Remix, SessionPatch, SessionRow, SessionTransition};
@@ -102,6 +107,8 @@ pub struct Store {
     writer: Writer,
     /// Session rows, when only this process writes the database.
     sessions: Option<std::sync::Arc<cache::SessionCache>>,
+    /// Announces sessions with new events after their commit.
+    events: events::EventHub,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -165,6 +172,7 @@ impl Store {
             dialect,
             writer,
             sessions,
+            events: Default::default(),
         })
     }
 
@@ -172,10 +180,18 @@ impl Store {
         self.dialect
     }
 
-    /// The hook that drops session `id` from the read cache after a commit.
-    pub(crate) fn invalidate_session<T>(&self, id: String) -> Option<writer::OnCommit<T>> {
-        let cache = self.sessions.clone()?;
-        Some(Box::new(move |_: &T| cache.invalidate(&id)))
+    /// The hook run after a commit that changed session `id` or appended
+    /// to its events: drops the cached row and announces the session to
+    /// event subscribers.
+    pub(crate) fn session_changed<T>(&self, id: String) -> Option<writer::OnCommit<T>> {
+        let cache = self.sessions.clone();
+        let hub = self.events.clone();
+        Some(Box::new(move |_: &T| {
+            if let Some(cache) = cache {
+                cache.invalidate(&id);
+            }
+            hub.announce(&id);
+        }))
     }
 
     /// Round trip to the database, for health checks.

@@ -92,7 +92,7 @@ pub(crate) async fn insert(conn: &mut Conn, dialect: Dialect, m: &MessageRow) ->
 
 /// Takes the session's next message `seq` (and returns its state) in the
 /// writer's transaction: one round trip where the database has `RETURNING`.
-async fn next_seq(
+pub(crate) async fn next_seq(
     conn: &mut Conn,
     dialect: Dialect,
     session_id: &str,
@@ -143,19 +143,24 @@ impl Store {
         let dialect = self.dialect;
         // A post moves the session's `seq` and activity time: the cached row
         // is updated in place, so the next post's access check stays a hit.
-        let hook = self.sessions.clone().map(|cache| {
-            let id = session_id.clone();
-            Box::new(move |(row, restored): &(MessageRow, bool)| {
+        let cache = self.sessions.clone();
+        let hub = self.events.clone();
+        let id = session_id.clone();
+        let hook: Option<OnCommit<(MessageRow, bool)>> =
+            Some(Box::new(move |(row, restored): &(MessageRow, bool)| {
                 if *restored {
-                    cache.invalidate(&id);
-                } else {
+                    if let Some(cache) = &cache {
+                        cache.invalidate(&id);
+                    }
+                    // The restore appended a state event.
+                    hub.announce(&id);
+                } else if let Some(cache) = &cache {
                     cache.update(&id, |s| {
                         s.message_seq = row.seq;
                         s.last_activity_at = row.created_at;
                     });
                 }
-            }) as OnCommit<(MessageRow, bool)>
-        });
+            }));
         let (row, _) = self
             .writer
             .write_then(
@@ -237,6 +242,11 @@ impl Store {
                 Box::pin(async move {
                     sessions::fetch_live(conn, dialect, &session_id).await?;
                     let done = db::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
+                        .bind(&session_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    // The agent's memory of the conversation goes with it.
+                    db::query(&dialect.sql("DELETE FROM agent_steps WHERE session_id = ?"))
                         .bind(&session_id)
                         .execute(&mut *conn)
                         .await?;

@@ -4,6 +4,7 @@ use raworc_api::{SessionLimits, SessionNetwork, SessionState};
 
 use crate::audit::{self, AuditRecord};
 use crate::db::{self, Row};
+use crate::events::{self, NewEvent};
 use crate::messages::{self, MessageRow, NewMessage};
 use crate::{new_id, now_ms, Conn, Dialect, Result, Store, StoreError};
 
@@ -26,6 +27,8 @@ pub struct SessionRow {
     pub limits: SessionLimits,
     pub error: Option<String>,
     pub message_seq: i64,
+    /// The `seq` of the last user message the agent has answered.
+    pub answered_seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_activity_at: i64,
@@ -123,7 +126,7 @@ macro_rules! session_columns {
     () => {
         "id, owner, owner_type, name, state, desired_state, busy, instructions, setup, \
     metadata, secret_names, parent_id, error, message_seq, created_at, updated_at, last_activity_at, deleted_at, \
-    network, limits"
+    network, limits, answered_seq"
     };
 }
 
@@ -158,6 +161,7 @@ fn from_row(row: &Row) -> Result<SessionRow> {
             .map_err(|e| StoreError::Corrupt(format!("session limits: {e}")))?,
         error: row.opt_text("error")?,
         message_seq: row.i64("message_seq")?,
+        answered_seq: row.i64("answered_seq")?,
         created_at: row.i64("created_at")?,
         updated_at: row.i64("updated_at")?,
         last_activity_at: row.i64("last_activity_at")?,
@@ -192,7 +196,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
     let sql = dialect.sql(concat!(
         "INSERT INTO sessions (",
         session_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ));
     db::query(&sql)
         .bind(&s.id)
@@ -215,6 +219,7 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
         .bind(s.deleted_at)
         .bind(s.network.as_str())
         .bind(serde_json::to_string(&s.limits).unwrap_or_else(|_| "{}".into()))
+        .bind(s.answered_seq)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -267,6 +272,7 @@ impl Store {
                         limits: new.limits,
                         error: None,
                         message_seq: 0,
+                        answered_seq: 0,
                         created_at: now,
                         updated_at: now,
                         last_activity_at: now,
@@ -277,6 +283,13 @@ impl Store {
                         MessageRow::new(&session.id, 1, NewMessage::user(content), now)
                     });
                     insert(conn, dialect, &session).await?;
+                    events::append(
+                        conn,
+                        dialect,
+                        &session.id,
+                        &[NewEvent::state(session.state, false)],
+                    )
+                    .await?;
                     for (name, sealed) in &new.sealed_secrets {
                         insert_secret(conn, dialect, &session.id, name, sealed).await?;
                     }
@@ -388,7 +401,7 @@ impl Store {
         error: Option<String>,
     ) -> Result<bool> {
         let dialect = self.dialect;
-        let hook = self.invalidate_session(id.to_owned());
+        let hook = self.session_changed(id.to_owned());
         let id = id.to_owned();
         self.writer
             .write_then(
@@ -405,6 +418,11 @@ impl Store {
                         .bind(from.as_str())
                         .execute(&mut *conn)
                         .await?;
+                        if changed == 1 {
+                            let s = fetch(conn, dialect, &id).await?;
+                            events::append(conn, dialect, &id, &[NewEvent::state(to, s.busy)])
+                                .await?;
+                        }
                         Ok(changed == 1)
                     })
                 },
@@ -441,7 +459,7 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<SessionRow> {
         let dialect = self.dialect;
-        let hook = self.invalidate_session(id.clone());
+        let hook = self.session_changed(id.clone());
         self.writer
             .write_then(
                 move |conn| {
@@ -488,7 +506,7 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<SessionRow> {
         let dialect = self.dialect;
-        let hook = self.invalidate_session(id.clone());
+        let hook = self.session_changed(id.clone());
         self.writer
             .write_then(
                 move |conn| {
@@ -568,6 +586,7 @@ impl Store {
                         limits: parent.limits,
                         error: None,
                         message_seq: 0,
+                        answered_seq: 0,
                         created_at: now,
                         updated_at: now,
                         last_activity_at: now,
@@ -578,6 +597,13 @@ impl Store {
                         MessageRow::new(&child.id, 1, NewMessage::user(content), now)
                     });
                     insert(conn, dialect, &child).await?;
+                    events::append(
+                        conn,
+                        dialect,
+                        &child.id,
+                        &[NewEvent::state(child.state, false)],
+                    )
+                    .await?;
                     db::query(&dialect.sql(
                         "INSERT INTO session_secrets (session_id, name, sealed) \
                          SELECT ?, name, sealed FROM session_secrets WHERE session_id = ?",
@@ -625,6 +651,7 @@ pub(crate) async fn set_state(
     s.state = to;
     s.desired_state = desired;
     s.updated_at = now;
+    events::append(conn, dialect, &s.id, &[NewEvent::state(to, s.busy)]).await?;
     Ok(())
 }
 

@@ -66,9 +66,14 @@ pub async fn post(
     };
     let row = audit
         .write(StatusCode::CREATED, |rec| {
-            state.store.post_message(id, message, rec)
+            state.store.post_message(id.clone(), message, rec)
         })
         .await?;
+    if row.role == MessageRole::User {
+        state.wake_agent(&id);
+    }
+    // A message to a closed session restored it.
+    state.wake(&id);
     Ok((StatusCode::CREATED, Json(message_json(row))))
 }
 

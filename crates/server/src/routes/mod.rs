@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod computer;
+pub mod events;
 pub mod messages;
 pub mod operators;
 pub mod sessions;

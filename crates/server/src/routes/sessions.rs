@@ -134,12 +134,15 @@ pub async fn create(
         network: body.network.unwrap_or_default(),
         limits,
     };
-    let (row, _first) = audit
+    let (row, first) = audit
         .write(StatusCode::CREATED, |rec| {
             state.store.create_session(new, rec)
         })
         .await?;
     state.wake(&row.id);
+    if first.is_some() {
+        state.wake_agent(&row.id);
+    }
     Ok((StatusCode::CREATED, Json(session_json(row))))
 }
 
@@ -307,11 +310,14 @@ pub async fn remix(
         prompt: body.prompt,
         metadata,
     };
-    let (row, _first) = audit
+    let (row, first) = audit
         .write(StatusCode::CREATED, |rec| {
             state.store.remix_session(remix, rec)
         })
         .await?;
     state.wake(&row.id);
+    if first.is_some() {
+        state.wake_agent(&row.id);
+    }
     Ok((StatusCode::CREATED, Json(session_json(row))))
 }

@@ -1,0 +1,474 @@
+//! The agent end to end, on real computers: messages answered by the mock
+//! agent and by a scripted model server that speaks Anthropic's wire
+//! format, with the tools' effects checked inside the computer, events
+//! listed and streamed, and the exactly-once promise across a `kill -9`.
+//! Needs root.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use raworc_testkit::computer::await_some;
+use raworc_testkit::model::{Fault, ScriptedModel, Step};
+use raworc_testkit::{Backend, StatusCode, TestApp};
+use serde_json::{json, Value};
+
+const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
+const KEY: &str = "sk-ant-test-key-4f1c2b9d7e";
+
+/// A server with computers and the mock agent.
+async fn mock_app() -> TestApp {
+    TestApp::spawn_with(Backend::Sqlite, |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+    })
+    .await
+}
+
+/// A server with computers whose agent asks `model` (streamed or not).
+async fn model_app(model: &ScriptedModel, stream: bool, retries: u32) -> TestApp {
+    let base = model.base_url();
+    TestApp::spawn_with(Backend::Sqlite, move |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
+        c.anthropic_base_url = base;
+        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        c.llm_stream = stream;
+        c.llm_retries = retries;
+    })
+    .await
+}
+
+async fn post_message(app: &TestApp, id: &str, content: &str) -> i64 {
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/messages"),
+            Some(&app.admin_token),
+            json!({ "content": content }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body["seq"].as_i64().expect("seq")
+}
+
+/// The assistant's reply to message `seq`, once written.
+async fn reply_to(app: &TestApp, id: &str, seq: i64) -> Value {
+    await_some("the agent's reply", 120, || async {
+        let r = app
+            .get(
+                &format!("/api/v0/sessions/{id}/messages?after={seq}"),
+                Some(&app.admin_token),
+            )
+            .await;
+        r.body
+            .as_array()?
+            .iter()
+            .find(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == seq)
+            .cloned()
+    })
+    .await
+}
+
+async fn events(app: &TestApp, id: &str) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/api/v0/sessions/{id}/events?limit=1000"),
+            Some(&app.admin_token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body.as_array().expect("a list").clone()
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["type"].as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({"name": "mock"})).await;
+    app.await_state(&token, &id, "running").await;
+
+    let seq = post_message(
+        &app,
+        &id,
+        "run `echo made-by-the-agent > /session/data/agent.txt && cat /session/data/agent.txt`",
+    )
+    .await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert!(
+        reply["content"]
+            .as_str()
+            .unwrap()
+            .contains("made-by-the-agent"),
+        "{reply}"
+    );
+    assert_eq!(reply["metadata"]["provider"], "mock");
+    assert_eq!(reply["metadata"]["steps"], 2);
+    // The command really ran in the computer.
+    assert_eq!(
+        app.run(&token, &id, "cat /session/data/agent.txt")
+            .await
+            .trim(),
+        "made-by-the-agent"
+    );
+
+    let seq = post_message(&app, &id, "take a screenshot").await;
+    reply_to(&app, &id, seq).await;
+    let all = events(&app, &id).await;
+    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let k = kinds(&all);
+    for wanted in ["state", "tool_use", "tool_result", "complete"] {
+        assert!(k.contains(&wanted), "{wanted} missing in {k:?}");
+    }
+    // The screenshot is served by URL, not inlined.
+    let shot = all
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "tool_result")
+        .expect("a tool result");
+    let url = shot["metadata"]["image_url"]
+        .as_str()
+        .expect("an image url");
+    let r = app
+        .client
+        .get(format!("{}{url}", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let png = r.bytes().await.unwrap();
+    let image = raworc_testkit::computer::Image::decode(&png);
+    assert!(image.shows_painted_desktop());
+    // Busy went up and down.
+    let busy: Vec<bool> = all
+        .iter()
+        .filter(|e| e["type"] == "state")
+        .filter_map(|e| e["metadata"]["busy"].as_bool())
+        .collect();
+    assert!(
+        busy.contains(&true) && busy.last() == Some(&false),
+        "{busy:?}"
+    );
+    app.stop().await;
+}
+
+/// Reads server-sent events from `url` until `n` have arrived; returns
+/// their `seq`s and the last id.
+async fn read_sse(app: &TestApp, url: &str, last_id: Option<i64>, n: usize) -> Vec<i64> {
+    let mut req = app
+        .client
+        .get(format!("{}{url}", app.base))
+        .bearer_auth(&app.admin_token);
+    if let Some(id) = last_id {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(120), body.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let v: Value = serde_json::from_str(data).unwrap();
+                let id_line = event.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+                assert_eq!(id_line, v["seq"].to_string());
+                seqs.push(v["seq"].as_i64().unwrap());
+            }
+        }
+    }
+    seqs.truncate(n);
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_resume_without_gaps_or_repeats() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let url = format!("/api/v0/sessions/{id}/events/stream");
+    // A first client reads the first three events, then goes away.
+    let first = read_sse(&app, &url, None, 3).await;
+    assert_eq!(first, [1, 2, 3]);
+    // Work happens while nobody listens.
+    let seq = post_message(&app, &id, "run `echo one`").await;
+    reply_to(&app, &id, seq).await;
+    let total = events(&app, &id).await.len();
+    assert!(total > 5);
+    // The reconnecting client gets exactly the rest, in order.
+    let rest = read_sse(&app, &url, Some(3), total - 3).await;
+    assert_eq!(rest, (4..=total as i64).collect::<Vec<_>>());
+    // Live events reach a client already listening (WebSocket, seed 004's shape).
+    let ws_url = format!(
+        "ws://{}/ws/{id}/stream?after={total}&token={token}",
+        app.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let hello: Value = next_json(&mut ws).await;
+    assert_eq!(hello["type"], "connected");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"type": "ping"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+    let seq = post_message(&app, &id, "run `echo two`").await;
+    let mut seen = Vec::new();
+    loop {
+        let u = next_json(&mut ws).await;
+        assert_eq!(u["type"], "agent_update");
+        seen.push(u["seq"].as_i64().unwrap());
+        if u["update_type"] == "complete" {
+            assert!(u["content"].as_str().unwrap().contains("two"));
+            break;
+        }
+    }
+    let expected: Vec<i64> = ((total as i64 + 1)..=*seen.last().unwrap()).collect();
+    assert_eq!(seen, expected);
+    reply_to(&app, &id, seq).await;
+    app.stop().await;
+}
+
+async fn next_json(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket stays open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+use futures::SinkExt as _;
+
+fn text(t: &str) -> Value {
+    json!({"type": "text", "text": t})
+}
+
+fn tool(name: &str, input: Value) -> Value {
+    json!({"type": "tool_use", "name": name, "input": input})
+}
+
+/// The scripted model drives bash, the editor, a screenshot and a click;
+/// each takes effect in the computer, and every request the model gets is
+/// well-formed.
+async fn scripted_work(stream: bool) {
+    let model = ScriptedModel::start(vec![
+        Step::Reply {
+            content: vec![
+                text("Let me set things up."),
+                tool("bash", json!({"command": "cd /session/data && printf 'alpha\\nbeta\\n' > notes.txt && echo $((6*7))"})),
+            ],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![tool(
+                "str_replace_based_edit_tool",
+                json!({"command": "str_replace", "path": "/session/data/notes.txt", "old_str": "beta", "new_str": "gamma"}),
+            )],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![
+                tool("computer", json!({"action": "screenshot"})),
+                tool("computer", json!({"action": "left_click", "coordinate": [300, 400]})),
+            ],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![tool("computer", json!({"action": "cursor_position"}))],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![text("All done: notes edited.")],
+            stop_reason: "end_turn".into(),
+        },
+    ])
+    .await
+    .with_key(KEY);
+    let app = model_app(&model, stream, 4).await;
+    let token = app.admin_token.clone();
+    let id = app
+        .session(&token, json!({"instructions": "Be brief and careful."}))
+        .await;
+    app.await_state(&token, &id, "running").await;
+    let seq = post_message(&app, &id, "Make the notes and edit them.").await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert_eq!(reply["content"], "All done: notes edited.");
+    assert_eq!(reply["metadata"]["steps"], 5);
+    assert!(
+        reply["metadata"]["usage"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    assert_eq!(model.remaining(), 0);
+    // Effects inside the computer.
+    assert_eq!(
+        app.run(&token, &id, "cat /session/data/notes.txt").await,
+        "alpha\ngamma\n"
+    );
+    let requests = model.requests();
+    assert_eq!(requests.len(), 5);
+    let first = &requests[0];
+    assert_eq!(first.header("x-api-key"), Some(KEY));
+    assert!(first
+        .header("anthropic-beta")
+        .unwrap()
+        .contains("computer-use-2025-01-24"));
+    assert_eq!(first.body["stream"].as_bool().unwrap_or(false), stream);
+    let system = first.body["system"][0]["text"].as_str().unwrap();
+    assert!(system.contains("Be brief and careful."));
+    let tools: Vec<&str> = first.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["computer_20250124", "bash_20250124", "text_editor_20250728"]
+    );
+    // bash's output reached the model as the reference shapes it.
+    let result = &requests[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["content"][0]["text"], "42");
+    // The editor's answer, in the reference's words.
+    let edited = &requests[2].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"][0];
+    assert!(edited["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("The file /session/data/notes.txt has been edited."));
+    // Screenshot and click each came back with an image; the click moved the pointer.
+    let shots = &requests[3].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"];
+    for r in shots.as_array().unwrap() {
+        let blocks = r["content"].as_array().unwrap();
+        assert!(blocks.iter().any(|b| b["type"] == "image"), "{r}");
+    }
+    let pos = &requests[4].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"][0];
+    assert_eq!(pos["content"][0]["text"], "X=300,Y=400");
+    // The key never reached the computer: not in its processes' environments
+    // or command lines, nor its files. (The pattern ends in a bracket
+    // expression, so that the search's own command line does not match.)
+    let (head, last) = KEY.split_at(KEY.len() - 1);
+    let search =
+        |places: &str| format!("grep -rls -- '{head}[{last}]' {places} 2>/dev/null | wc -l");
+    let planted = app
+        .run(
+            &token,
+            &id,
+            &format!("echo {KEY} > /tmp/planted && {}", search("/tmp")),
+        )
+        .await;
+    assert_eq!(planted.trim(), "1", "the search finds a planted copy");
+    app.run(&token, &id, "rm /tmp/planted").await;
+    let found = app
+        .run(
+            &token,
+            &id,
+            &search("/proc/[0-9]*/environ /proc/[0-9]*/cmdline /session /home /tmp"),
+        )
+        .await;
+    assert_eq!(found.trim(), "0");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scripted_model_works_the_computer_non_streaming() {
+    scripted_work(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scripted_model_works_the_computer_streaming() {
+    scripted_work(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_faults_are_retried_or_reported_without_losing_the_message() {
+    let model = ScriptedModel::start(vec![
+        Step::Fault(Fault::RateLimited { retry_after_s: 0.2 }),
+        Step::Fault(Fault::Overloaded),
+        Step::Fault(Fault::CutStream),
+        Step::Fault(Fault::StreamError),
+        Step::Fault(Fault::MalformedJson),
+        Step::Reply {
+            content: vec![text("Recovered.")],
+            stop_reason: "end_turn".into(),
+        },
+        Step::Fault(Fault::Status {
+            status: 401,
+            error_type: "authentication_error".into(),
+            message: "invalid x-api-key".into(),
+        }),
+    ])
+    .await
+    .with_key(KEY);
+    let app = model_app(&model, true, 6).await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    // Five transient faults in a row, then an answer: all retried.
+    let seq = post_message(&app, &id, "hello").await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert_eq!(reply["content"], "Recovered.");
+    // A refusal: reported as an error event and a reply, the message kept.
+    let seq = post_message(&app, &id, "again").await;
+    let reply = reply_to(&app, &id, seq).await;
+    let content = reply["content"].as_str().unwrap();
+    assert!(
+        content.contains("401") && content.contains("invalid x-api-key"),
+        "{content}"
+    );
+    let all = events(&app, &id).await;
+    assert!(all.iter().any(|e| e["type"] == "error"));
+    let msgs = app
+        .get(&format!("/api/v0/sessions/{id}/messages"), Some(&token))
+        .await;
+    let users: Vec<&str> = msgs
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["hello", "again"]);
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    app.stop().await;
+}

@@ -1,0 +1,24 @@
+-- Events: every step of the agent and every lifecycle change, per session in `seq` order.
+ALTER TABLE sessions ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
+-- The `seq` of the last user message the agent has answered (exactly once).
+ALTER TABLE sessions ADD COLUMN answered_seq BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE events (
+    session_id VARCHAR(64) NOT NULL,
+    seq BIGINT NOT NULL,
+    type VARCHAR(32) NOT NULL,
+    content TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+-- The agent's durable progress on one user message: the model's turns (stored
+-- before any tool runs) and each tool's result.
+CREATE TABLE agent_steps (
+    session_id VARCHAR(64) NOT NULL,
+    message_seq BIGINT NOT NULL,
+    step BIGINT NOT NULL,
+    kind VARCHAR(32) NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (session_id, message_seq, step)
+);

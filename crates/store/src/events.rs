@@ -1,0 +1,209 @@
+//! Events: each session's record of what happened, in `seq` order — every
+//! step of the agent (`thinking`, `text`, `tool_use`, `tool_result`,
+//! `error`, `complete`) and every lifecycle change (`state`).
+//!
+//! An event is appended inside the transaction of the change it reports,
+//! so it exists exactly when the change does. After the commit the store
+//! announces the session's id on an in-process broadcast; subscribers then
+//! read the table from the last `seq` they saw, so a missed or lagging
+//! announcement never loses an event, it only delays the next read.
+
+use std::sync::Arc;
+
+use raworc_api::SessionState;
+use tokio::sync::broadcast;
+
+use crate::db::{self, Row};
+use crate::{now_ms, Conn, Dialect, Result, Store, StoreError};
+
+/// The kinds of event.
+pub mod kind {
+    pub const THINKING: &str = "thinking";
+    pub const TEXT: &str = "text";
+    pub const TOOL_USE: &str = "tool_use";
+    pub const TOOL_RESULT: &str = "tool_result";
+    pub const ERROR: &str = "error";
+    pub const COMPLETE: &str = "complete";
+    pub const STATE: &str = "state";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub session_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub content: String,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub content: String,
+    pub metadata: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(
+        kind: &'static str,
+        content: impl Into<String>,
+        metadata: serde_json::Value,
+    ) -> Self {
+        NewEvent {
+            kind,
+            content: content.into(),
+            metadata,
+        }
+    }
+
+    /// A lifecycle event: the session's state (and whether the agent works).
+    pub fn state(state: SessionState, busy: bool) -> Self {
+        NewEvent::new(
+            kind::STATE,
+            state.as_str(),
+            serde_json::json!({ "state": state.as_str(), "busy": busy }),
+        )
+    }
+}
+
+/// Announces, after each commit that appended events, which session has new ones.
+#[derive(Clone)]
+pub(crate) struct EventHub {
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub {
+            tx: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl EventHub {
+    pub(crate) fn announce(&self, session_id: &str) {
+        // No subscriber is fine: nobody is waiting.
+        let _ = self.tx.send(Arc::from(session_id));
+    }
+}
+
+fn from_row(row: &Row) -> Result<EventRow> {
+    let metadata = row.text("metadata")?;
+    Ok(EventRow {
+        session_id: row.text("session_id")?,
+        seq: row.i64("seq")?,
+        kind: row.text("type")?,
+        content: row.text("content")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("event metadata: {e}")))?,
+        created_at: row.i64("created_at")?,
+    })
+}
+
+/// Takes `n` numbers from the session's event counter; returns the first.
+async fn reserve_seqs(conn: &mut Conn, dialect: Dialect, session_id: &str, n: i64) -> Result<i64> {
+    macro_rules! bump {
+        () => {
+            "UPDATE sessions SET event_seq = event_seq + ? WHERE id = ?"
+        };
+    }
+    let row = if dialect == Dialect::MySql {
+        let bumped = db::query(bump!())
+            .bind(n)
+            .bind(session_id)
+            .execute(&mut *conn)
+            .await?;
+        if bumped != 1 {
+            return Err(StoreError::not_found("session", session_id));
+        }
+        db::query("SELECT event_seq FROM sessions WHERE id = ?")
+            .bind(session_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    } else {
+        db::query(&dialect.sql(concat!(bump!(), " RETURNING event_seq")))
+            .bind(n)
+            .bind(session_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    let row = row.ok_or_else(|| StoreError::not_found("session", session_id))?;
+    Ok(row.i64("event_seq")? - n + 1)
+}
+
+/// Appends `events` to the session's record inside the caller's
+/// transaction; returns their `seq`s.
+pub(crate) async fn append(
+    conn: &mut Conn,
+    dialect: Dialect,
+    session_id: &str,
+    events: &[NewEvent],
+) -> Result<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = reserve_seqs(conn, dialect, session_id, events.len() as i64).await?;
+    let now = now_ms();
+    let sql = dialect.sql(
+        "INSERT INTO events (session_id, seq, type, content, metadata, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    let mut seqs = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let seq = first + i as i64;
+        db::query(&sql)
+            .bind(session_id)
+            .bind(seq)
+            .bind(e.kind)
+            .bind(e.content.as_str())
+            .bind(e.metadata.to_string())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+impl Store {
+    /// Appends events to a session's record in one transaction.
+    pub async fn append_events(&self, session_id: &str, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+        let dialect = self.dialect;
+        let id = session_id.to_owned();
+        let hook = self.session_changed(session_id.to_owned());
+        self.writer
+            .write_then(
+                move |conn| Box::pin(async move { append(conn, dialect, &id, &events).await }),
+                hook,
+            )
+            .await
+    }
+
+    /// Events with `seq > after`, oldest first.
+    pub async fn list_events(
+        &self,
+        session_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        let sql = self.dialect.sql(
+            "SELECT session_id, seq, type, content, metadata, created_at FROM events \
+             WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        );
+        let rows = db::query(&sql)
+            .bind(session_id)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Announcements of sessions with new events (and other changes).
+    /// Subscribe before reading the table, then read again on each
+    /// announcement of the session: nothing falls between the two.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.events.tx.subscribe()
+    }
+}
