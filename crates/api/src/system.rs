@@ -36,6 +36,8 @@ pub struct HealthDetailed {
     pub database: ComponentHealth,
     pub runtime: ComponentHealth,
     pub image: ComponentHealth,
+    /// The agent's model: `anthropic: MODEL`, or `mock` (no model key).
+    pub agent: ComponentHealth,
 }
 
 /// `GET /sessions/workers/health`: running computers and the limit.

@@ -102,6 +102,13 @@ struct Session {
     timed_out: Option<Duration>,
 }
 
+/// What the shell started ends with it.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
 /// How waiting for a command ended.
 enum Outcome {
     Sentinel,
@@ -148,14 +155,18 @@ impl Session {
 
     /// Kills the shell's whole process group and reaps the shell.
     async fn stop(mut self) {
-        if let Some(pgid) = self.pgid {
+        self.kill_group();
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(STOP_WAIT, self.child.wait()).await;
+    }
+
+    fn kill_group(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(STOP_WAIT, self.child.wait()).await;
     }
 
     /// The shell's exit code if it has exited.

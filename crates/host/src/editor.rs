@@ -54,7 +54,8 @@ impl ToolError {
 }
 
 /// The editor of one computer, with the history `undo_edit` goes back
-/// through. Calls take turns, as the reference's do.
+/// through (kept only for the versions that can undo: nothing else reads
+/// it). Calls take turns, as the reference's do.
 #[derive(Default)]
 pub struct Editor {
     history: Mutex<History>,

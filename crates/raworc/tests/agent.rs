@@ -87,6 +87,8 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
+    let health = app.get("/health/detailed", None).await;
+    assert_eq!(health.body["agent"]["status"], "mock", "{:?}", health.body);
     let id = app.session(&token, json!({"name": "mock"})).await;
     app.await_state(&token, &id, "running").await;
 
@@ -471,4 +473,98 @@ async fn model_faults_are_retried_or_reported_without_losing_the_message() {
     assert_eq!(users, ["hello", "again"]);
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice() {
+    use raworc_testkit::process::ServerProcess;
+    let model = ScriptedModel::start(vec![
+        Step::Reply {
+            content: vec![tool(
+                "bash",
+                json!({"command": "echo start >> /session/data/runs; sleep 3; echo end >> /session/data/runs"}),
+            )],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![text("Picked up after the restart.")],
+            stop_reason: "end_turn".into(),
+        },
+    ])
+    .await
+    .with_key(KEY);
+    let db = raworc_testkit::TestDb::new(Backend::Sqlite);
+    let images = raworc_testkit::computer::images_dir();
+    let base = model.base_url();
+    let args = [
+        "--images-dir",
+        images.to_str().unwrap(),
+        "--warm-pool",
+        "0",
+        "--llm",
+        "anthropic",
+        "--anthropic-base-url",
+        &base,
+        "--anthropic-api-key",
+        KEY,
+    ];
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let seq = post_message(&app, &id, "Do the long thing.").await;
+    // Kill the control plane while the tool runs in the computer.
+    await_some("the tool to start", 60, || async {
+        let out = app
+            .run(&token, &id, "cat /session/data/runs 2>/dev/null || true")
+            .await;
+        out.contains("start").then_some(())
+    })
+    .await;
+    server.kill();
+
+    let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
+    let app = server.app(&db).await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert_eq!(reply["content"], "Picked up after the restart.");
+    // The tool was not run again: one start (the first run finishes on its own).
+    let runs = await_some("the first run to end", 30, || async {
+        let out = app.run(&token, &id, "cat /session/data/runs").await;
+        out.contains("end").then_some(out)
+    })
+    .await;
+    assert_eq!(runs, "start\nend\n");
+    // The model was told that the call was interrupted.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let last = requests[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let result = &last["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["is_error"], true);
+    assert!(result["content"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted by a restart"));
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    // Exactly one reply to the message.
+    let msgs = app
+        .get(&format!("/api/v0/sessions/{id}/messages"), Some(&token))
+        .await;
+    let replies = msgs
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == seq)
+        .count();
+    assert_eq!(replies, 1);
+    app.delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+        .await;
+    assert!(server.terminate().success());
 }

@@ -84,6 +84,29 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
             (runtime, image)
         }
     };
+    let agent = match &state.agents {
+        None => ComponentHealth {
+            status: "not_configured".into(),
+            detail: Some("no computers, so no agent: messages are only stored".into()),
+            latency_ms: None,
+        },
+        Some(agents) => match agents.describe() {
+            ("mock", _) => ComponentHealth {
+                status: "mock".into(),
+                detail: Some(
+                    "no model key is configured: the mock agent answers (run `CMD`, open URL, \
+                     take a screenshot, type TEXT, click X Y)"
+                        .into(),
+                ),
+                latency_ms: None,
+            },
+            (provider, model) => ComponentHealth {
+                status: "healthy".into(),
+                detail: Some(format!("{provider}: {model}")),
+                latency_ms: None,
+            },
+        },
+    };
     let healthy = database.status == "healthy" && image.status != "unhealthy";
     let body = HealthDetailed {
         status: if healthy { "healthy" } else { "unhealthy" }.into(),
@@ -93,6 +116,7 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
         database,
         runtime,
         image,
+        agent,
     };
     let status = if healthy {
         axum::http::StatusCode::OK
