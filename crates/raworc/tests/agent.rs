@@ -568,3 +568,64 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
         .await;
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_the_agent_at_its_next_step() {
+    let model = ScriptedModel::start(vec![
+        Step::Reply {
+            content: vec![
+                tool("bash", json!({"command": "sleep 2; echo first > /session/data/c1"})),
+                tool("bash", json!({"command": "echo second > /session/data/c2"})),
+            ],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![text("Ready again.")],
+            stop_reason: "end_turn".into(),
+        },
+    ])
+    .await
+    .with_key(KEY);
+    let app = model_app(&model, true, 4).await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let idle = app
+        .post(&format!("/api/v0/sessions/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(idle.status, StatusCode::ACCEPTED);
+    assert_eq!(idle.body["cancelled"], false, "nothing to cancel yet");
+    let seq = post_message(&app, &id, "Do two things.").await;
+    await_some("the first tool to start", 60, || async {
+        let all = events(&app, &id).await;
+        all.iter().any(|e| e["type"] == "tool_use").then_some(())
+    })
+    .await;
+    let r = app
+        .post(&format!("/api/v0/sessions/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.body["cancelled"], true);
+    let reply = reply_to(&app, &id, seq).await;
+    assert!(reply["content"].as_str().unwrap().contains("cancelled"), "{reply}");
+    // The running tool finished; the next one never ran; the model was not asked again.
+    assert_eq!(app.run(&token, &id, "cat /session/data/c1").await, "first\n");
+    assert_eq!(
+        app.run(&token, &id, "test -e /session/data/c2 && echo ran || echo skipped").await,
+        "skipped\n"
+    );
+    assert_eq!(model.requests().len(), 1);
+    await_some("busy to drop", 30, || async {
+        let s = app.get(&format!("/api/v0/sessions/{id}"), Some(&token)).await;
+        (s.body["busy"] == false).then_some(())
+    })
+    .await;
+    // The next message goes on from a well-formed conversation.
+    let seq = post_message(&app, &id, "Are you there?").await;
+    assert_eq!(reply_to(&app, &id, seq).await["content"], "Ready again.");
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    let results = &model.requests()[1].body["messages"][2]["content"];
+    assert_eq!(results[1]["is_error"], true);
+    assert!(results[1]["content"].as_str().unwrap().contains("cancelled"));
+    app.stop().await;
+}
