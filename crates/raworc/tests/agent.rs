@@ -26,16 +26,96 @@ async fn mock_app() -> TestApp {
 
 /// A server with computers whose agent asks `model` (streamed or not).
 async fn model_app(model: &ScriptedModel, stream: bool, retries: u32) -> TestApp {
+    provider_app(model, Provider::Anthropic, stream, retries).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Provider {
+    Anthropic,
+    OpenAi,
+}
+
+/// A server with computers whose agent asks `model` through `provider`.
+async fn provider_app(
+    model: &ScriptedModel,
+    provider: Provider,
+    stream: bool,
+    retries: u32,
+) -> TestApp {
     let base = model.base_url();
     TestApp::spawn_with(Backend::Sqlite, move |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
-        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-        c.anthropic_base_url = base;
-        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        let key = Some(raworc_server::config::ApiKey(KEY.into()));
+        match provider {
+            Provider::Anthropic => {
+                c.llm = Some(raworc_server::config::LlmKind::Anthropic);
+                c.anthropic_base_url = base;
+                c.anthropic_api_key = key;
+            }
+            Provider::OpenAi => {
+                c.llm = Some(raworc_server::config::LlmKind::Openai);
+                c.model = "qwen2.5-vl".into();
+                c.openai_base_url = base;
+                c.openai_api_key = key;
+            }
+        }
         c.llm_stream = stream;
         c.llm_retries = retries;
     })
     .await
+}
+
+/// The texts of the tool results a request answers, and the images they
+/// carry, in either wire format (OpenAI's tool messages take text only:
+/// their screenshots follow in a user message).
+fn answered(request: &raworc_testkit::model::Recorded, provider: Provider) -> (Vec<String>, usize) {
+    let messages = request.body["messages"].as_array().unwrap();
+    match provider {
+        Provider::Anthropic => {
+            let results: Vec<&Value> = messages.last().unwrap()["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "tool_result")
+                .collect();
+            let mut images = 0;
+            let texts = results
+                .iter()
+                .map(|r| match &r["content"] {
+                    Value::String(s) => s.clone(),
+                    blocks => {
+                        let blocks = blocks.as_array().unwrap();
+                        images += blocks.iter().filter(|b| b["type"] == "image").count();
+                        blocks
+                            .iter()
+                            .filter_map(|b| b["text"].as_str())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }
+                })
+                .collect();
+            (texts, images)
+        }
+        Provider::OpenAi => {
+            let last = messages
+                .iter()
+                .rposition(|m| m["role"] == "assistant")
+                .unwrap();
+            let tail = &messages[last + 1..];
+            let images = tail
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+                .filter(|p| p["type"] == "image_url")
+                .count();
+            let texts = tail
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect();
+            (texts, images)
+        }
+    }
 }
 
 async fn post_message(app: &TestApp, id: &str, content: &str) -> i64 {
@@ -273,7 +353,7 @@ fn tool(name: &str, input: Value) -> Value {
 /// The scripted model drives bash, the editor, a screenshot and a click;
 /// each takes effect in the computer, and every request the model gets is
 /// well-formed.
-async fn scripted_work(stream: bool) {
+async fn scripted_work(provider: Provider, stream: bool) {
     let model = ScriptedModel::start(vec![
         Step::Reply {
             content: vec![
@@ -307,7 +387,7 @@ async fn scripted_work(stream: bool) {
     ])
     .await
     .with_key(KEY);
-    let app = model_app(&model, stream, 4).await;
+    let app = provider_app(&model, provider, stream, 4).await;
     let token = app.admin_token.clone();
     let id = app
         .session(&token, json!({"instructions": "Be brief and careful."}))
@@ -333,58 +413,53 @@ async fn scripted_work(stream: bool) {
     let requests = model.requests();
     assert_eq!(requests.len(), 5);
     let first = &requests[0];
-    assert_eq!(first.header("x-api-key"), Some(KEY));
-    assert!(first
-        .header("anthropic-beta")
-        .unwrap()
-        .contains("computer-use-2025-01-24"));
     assert_eq!(first.body["stream"].as_bool().unwrap_or(false), stream);
-    let system = first.body["system"][0]["text"].as_str().unwrap();
-    assert!(system.contains("Be brief and careful."));
-    let tools: Vec<&str> = first.body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        tools,
-        ["computer_20250124", "bash_20250124", "text_editor_20250728"]
-    );
-    // bash's output reached the model as the reference shapes it.
-    let result = &requests[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"][0];
-    assert_eq!(result["type"], "tool_result");
-    assert_eq!(result["content"][0]["text"], "42");
-    // The editor's answer, in the reference's words.
-    let edited = &requests[2].body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"][0];
-    assert!(edited["content"][0]["text"]
-        .as_str()
-        .unwrap()
-        .starts_with("The file /session/data/notes.txt has been edited."));
-    // Screenshot and click each came back with an image; the click moved the pointer.
-    let shots = &requests[3].body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"];
-    for r in shots.as_array().unwrap() {
-        let blocks = r["content"].as_array().unwrap();
-        assert!(blocks.iter().any(|b| b["type"] == "image"), "{r}");
+    match provider {
+        Provider::Anthropic => {
+            assert_eq!(first.header("x-api-key"), Some(KEY));
+            assert!(first
+                .header("anthropic-beta")
+                .unwrap()
+                .contains("computer-use-2025-01-24"));
+            let system = first.body["system"][0]["text"].as_str().unwrap();
+            assert!(system.contains("Be brief and careful."));
+            let tools: Vec<&str> = first.body["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["type"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                tools,
+                ["computer_20250124", "bash_20250124", "text_editor_20250728"]
+            );
+        }
+        Provider::OpenAi => {
+            assert_eq!(
+                first.header("authorization"),
+                Some(format!("Bearer {KEY}").as_str())
+            );
+            assert_eq!(first.body["model"], "qwen2.5-vl");
+            let system = first.body["messages"][0]["content"].as_str().unwrap();
+            assert!(system.contains("Be brief and careful."));
+            let tools: Vec<&str> = first.body["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(tools, ["computer", "bash", "str_replace_based_edit_tool"]);
+        }
     }
-    let pos = &requests[4].body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"][0];
-    assert_eq!(pos["content"][0]["text"], "X=300,Y=400");
+    // bash's output reached the model as the reference shapes it.
+    assert_eq!(answered(&requests[1], provider), (vec!["42".to_owned()], 0));
+    // The editor's answer, in the reference's words.
+    let (edited, _) = answered(&requests[2], provider);
+    assert!(edited[0].starts_with("The file /session/data/notes.txt has been edited."));
+    // Screenshot and click each came back with an image; the click moved the pointer.
+    let (texts, images) = answered(&requests[3], provider);
+    assert_eq!((texts.len(), images), (2, 2), "{texts:?}");
+    assert_eq!(answered(&requests[4], provider).0, ["X=300,Y=400"]);
     // The key never reached the computer: not in its processes' environments
     // or command lines, nor its files. (The pattern ends in a bracket
     // expression, so that the search's own command line does not match.)
@@ -413,16 +488,35 @@ async fn scripted_work(stream: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scripted_model_works_the_computer_non_streaming() {
-    scripted_work(false).await;
+    scripted_work(Provider::Anthropic, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scripted_model_works_the_computer_streaming() {
-    scripted_work(true).await;
+    scripted_work(Provider::Anthropic, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_compatible_model_works_the_computer_non_streaming() {
+    scripted_work(Provider::OpenAi, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_compatible_model_works_the_computer_streaming() {
+    scripted_work(Provider::OpenAi, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn model_faults_are_retried_or_reported_without_losing_the_message() {
+    faults(Provider::Anthropic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_faults_are_retried_or_reported_without_losing_the_message() {
+    faults(Provider::OpenAi).await;
+}
+
+async fn faults(provider: Provider) {
     let model = ScriptedModel::start(vec![
         Step::Fault(Fault::RateLimited { retry_after_s: 0.2 }),
         Step::Fault(Fault::Overloaded),
@@ -441,7 +535,7 @@ async fn model_faults_are_retried_or_reported_without_losing_the_message() {
     ])
     .await
     .with_key(KEY);
-    let app = model_app(&model, true, 6).await;
+    let app = provider_app(&model, provider, true, 6).await;
     let token = app.admin_token.clone();
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
@@ -574,7 +668,10 @@ async fn cancel_stops_the_agent_at_its_next_step() {
     let model = ScriptedModel::start(vec![
         Step::Reply {
             content: vec![
-                tool("bash", json!({"command": "sleep 2; echo first > /session/data/c1"})),
+                tool(
+                    "bash",
+                    json!({"command": "sleep 2; echo first > /session/data/c1"}),
+                ),
                 tool("bash", json!({"command": "echo second > /session/data/c2"})),
             ],
             stop_reason: "tool_use".into(),
@@ -591,7 +688,11 @@ async fn cancel_stops_the_agent_at_its_next_step() {
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
     let idle = app
-        .post(&format!("/api/v0/sessions/{id}/cancel"), Some(&token), json!({}))
+        .post(
+            &format!("/api/v0/sessions/{id}/cancel"),
+            Some(&token),
+            json!({}),
+        )
         .await;
     assert_eq!(idle.status, StatusCode::ACCEPTED);
     assert_eq!(idle.body["cancelled"], false, "nothing to cancel yet");
@@ -602,21 +703,38 @@ async fn cancel_stops_the_agent_at_its_next_step() {
     })
     .await;
     let r = app
-        .post(&format!("/api/v0/sessions/{id}/cancel"), Some(&token), json!({}))
+        .post(
+            &format!("/api/v0/sessions/{id}/cancel"),
+            Some(&token),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["cancelled"], true);
     let reply = reply_to(&app, &id, seq).await;
-    assert!(reply["content"].as_str().unwrap().contains("cancelled"), "{reply}");
+    assert!(
+        reply["content"].as_str().unwrap().contains("cancelled"),
+        "{reply}"
+    );
     // The running tool finished; the next one never ran; the model was not asked again.
-    assert_eq!(app.run(&token, &id, "cat /session/data/c1").await, "first\n");
     assert_eq!(
-        app.run(&token, &id, "test -e /session/data/c2 && echo ran || echo skipped").await,
+        app.run(&token, &id, "cat /session/data/c1").await,
+        "first\n"
+    );
+    assert_eq!(
+        app.run(
+            &token,
+            &id,
+            "test -e /session/data/c2 && echo ran || echo skipped"
+        )
+        .await,
         "skipped\n"
     );
     assert_eq!(model.requests().len(), 1);
     await_some("busy to drop", 30, || async {
-        let s = app.get(&format!("/api/v0/sessions/{id}"), Some(&token)).await;
+        let s = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
         (s.body["busy"] == false).then_some(())
     })
     .await;
@@ -626,6 +744,9 @@ async fn cancel_stops_the_agent_at_its_next_step() {
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     let results = &model.requests()[1].body["messages"][2]["content"];
     assert_eq!(results[1]["is_error"], true);
-    assert!(results[1]["content"].as_str().unwrap().contains("cancelled"));
+    assert!(results[1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("cancelled"));
     app.stop().await;
 }

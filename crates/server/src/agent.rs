@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use raworc_agent::provider::anthropic::{Anthropic, AnthropicConfig};
 use raworc_agent::provider::mock::Mock;
+use raworc_agent::provider::openai::{OpenAi, OpenAiConfig};
 use raworc_agent::provider::RetryPolicy;
 use raworc_agent::wire::Usage;
 use raworc_agent::{AgentConfig, Agents, Hooks, Model, Shots};
@@ -53,6 +54,21 @@ pub fn model(config: &ServerConfig) -> anyhow::Result<Arc<dyn Model>> {
                  type TEXT, click X Y)"
             );
             Arc::new(Mock)
+        }
+        LlmKind::Openai => {
+            tracing::info!(model = %config.model, base_url = %config.openai_base_url, "the agent uses an OpenAI-compatible API");
+            Arc::new(OpenAi::new(OpenAiConfig {
+                base_url: config.openai_base_url.clone(),
+                api_key: config.openai_api_key.as_ref().map(|k| k.0.clone()),
+                model: config.model.clone(),
+                max_tokens: 4096,
+                stream: config.llm_stream,
+                retry: RetryPolicy {
+                    max_retries: config.llm_retries,
+                    ..RetryPolicy::default()
+                },
+                timeout: Duration::from_secs(600),
+            }))
         }
         LlmKind::Anthropic => {
             let api_key = key.context(

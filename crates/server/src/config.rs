@@ -116,6 +116,12 @@ pub struct ServerConfig {
     /// A file holding the Anthropic API key (instead of the variable).
     #[arg(long, env = "RAWORC_ANTHROPIC_KEY_FILE")]
     pub anthropic_key_file: Option<PathBuf>,
+    /// Base URL of an OpenAI-compatible API (`--llm openai`: OpenAI, vLLM, Ollama, llama.cpp).
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = raworc_agent::provider::openai::DEFAULT_BASE_URL)]
+    pub openai_base_url: String,
+    /// The key of the OpenAI-compatible API (local servers may need none).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_parser = ApiKey::parse)]
+    pub openai_api_key: Option<ApiKey>,
     /// Stream the model's answers (server-sent events) rather than wait for whole ones.
     #[arg(long, env = "RAWORC_LLM_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
     pub llm_stream: bool,
@@ -155,6 +161,8 @@ pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 pub enum LlmKind {
     /// Anthropic's Messages API with the computer-use tools.
     Anthropic,
+    /// An OpenAI-compatible chat completions API, the tools as functions.
+    Openai,
     /// No model: simple requests ("run `CMD`", "open URL", "take a
     /// screenshot", "type TEXT", "click X Y") done on the computer.
     Mock,
@@ -216,6 +224,8 @@ impl ServerConfig {
             anthropic_base_url: raworc_agent::provider::anthropic::DEFAULT_BASE_URL.to_owned(),
             anthropic_api_key: None,
             anthropic_key_file: None,
+            openai_base_url: raworc_agent::provider::openai::DEFAULT_BASE_URL.to_owned(),
+            openai_api_key: None,
             llm_stream: true,
             llm_retries: 4,
             agent_max_steps: 50,

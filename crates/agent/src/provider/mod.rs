@@ -1,12 +1,15 @@
 //! Model providers: the agent asks one [`Model`] for each turn.
 //!
 //! - [`anthropic`]: the Messages API with Anthropic's computer-use tools.
+//! - [`openai`]: OpenAI-compatible chat completions (OpenAI, vLLM, Ollama,
+//!   llama.cpp) with the same tools as functions.
 //! - [`mock`]: no model at all; understands a few plain requests and drives
 //!   the computer through the same tools, so that a demo without a key
 //!   still shows real work.
 
 pub mod anthropic;
 pub mod mock;
+pub mod openai;
 mod retry;
 mod sse;
 
