@@ -150,16 +150,17 @@ impl Answer<'_> {
             Err(reason) => return self.fail(&reason).await,
         };
         let redactor = Redactor::new(self.shared.hooks.session_secrets(self.id()).await);
-        let tools = Tools {
-            host: &host,
-            shots: &self.shared.shots,
-            session_id: &self.session.id,
-        };
         let toolset = ToolSet::for_model(
             self.shared.model.model(),
             self.shared.config.display_width,
             self.shared.config.display_height,
         );
+        let tools = Tools {
+            host: &host,
+            shots: &self.shared.shots,
+            session_id: &self.session.id,
+            space: toolset.space(),
+        };
         let system = context::system_prompt(
             self.session.instructions.as_deref(),
             toolset.display_width,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use raworc_host::client::{HostClient, HostError};
-use raworc_host::proto::{BashRequest, EditRequest, ToolOutput};
+use raworc_host::proto::{BashRequest, DisplaySize, EditRequest, ToolOutput};
 use serde_json::{json, Value};
 
 use crate::shots::Shots;
@@ -34,8 +34,26 @@ pub enum ComputerTool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ToolSet {
     pub computer: ComputerTool,
+    /// The display as the model is told of it (see [`advertised_size`]).
     pub display_width: u16,
     pub display_height: u16,
+    /// The computer's real display.
+    pub screen_width: u16,
+    pub screen_height: u16,
+}
+
+/// Sizes the computer-use models do best at: XGA, WXGA, FWXGA.
+const TARGETS: [(u16, u16); 3] = [(1024, 768), (1280, 800), (1366, 768)];
+
+/// The size the model is told of for a `width` × `height` screen, as
+/// Anthropic's reference does it: a target of (nearly) the same aspect
+/// ratio that is smaller than the screen, else the screen itself.
+pub fn advertised_size(width: u16, height: u16) -> (u16, u16) {
+    let ratio = width as f64 / height.max(1) as f64;
+    TARGETS
+        .into_iter()
+        .find(|(w, h)| (*w as f64 / *h as f64 - ratio).abs() < 0.02 && *w < width)
+        .unwrap_or((width, height))
 }
 
 /// Model families that take `computer_20251124`.
@@ -57,11 +75,23 @@ impl ToolSet {
         } else {
             ComputerTool::V20250124
         };
+        let (display_width, display_height) = advertised_size(width, height);
         ToolSet {
             computer,
-            display_width: width,
-            display_height: height,
+            display_width,
+            display_height,
+            screen_width: width,
+            screen_height: height,
         }
+    }
+
+    /// The model's coordinate space, when it differs from the screen.
+    pub fn space(&self) -> Option<DisplaySize> {
+        ((self.display_width, self.display_height) != (self.screen_width, self.screen_height))
+            .then_some(DisplaySize {
+                width: self.display_width,
+                height: self.display_height,
+            })
     }
 
     /// The `anthropic-beta` value the computer tool needs.
@@ -159,6 +189,8 @@ pub struct Tools<'a> {
     pub host: &'a HostClient,
     pub shots: &'a Shots,
     pub session_id: &'a str,
+    /// The model's coordinate space, when smaller than the screen.
+    pub space: Option<DisplaySize>,
 }
 
 fn host_failure(e: HostError) -> ToolOutcome {
@@ -217,7 +249,7 @@ impl Tools<'_> {
 
     async fn computer(&self, input: &Value) -> ToolOutcome {
         let action = input.get("action").and_then(Value::as_str).unwrap_or("");
-        let result = match self.host.computer(input).await {
+        let result = match self.host.computer_in(input, self.space).await {
             Ok(r) => r,
             Err(e) => return host_failure(e),
         };
@@ -229,7 +261,7 @@ impl Tools<'_> {
                 }
             },
             None if answers_itself(action) => None,
-            None => match self.host.screenshot_settled(SETTLE_CAP).await {
+            None => match self.host.screenshot_settled(SETTLE_CAP, self.space).await {
                 Ok(png) => Some(png.to_vec()),
                 Err(e) => return host_failure(e),
             },
@@ -261,10 +293,30 @@ mod tests {
         assert_eq!(t.beta(), "computer-use-2025-11-24");
         assert_eq!(t.anthropic()[0]["enable_zoom"], json!(true));
         let t = ToolSet::for_model("claude-sonnet-4-5", 1280, 800);
+        assert_eq!(t.space(), None);
         assert_eq!(t.beta(), "computer-use-2025-01-24");
         assert_eq!(t.anthropic()[0]["type"], "computer_20250124");
         assert_eq!(t.anthropic()[0]["display_width_px"], 1280);
         assert_eq!(t.anthropic()[2]["name"], EDITOR);
+    }
+
+    #[test]
+    fn large_screens_are_advertised_at_a_size_models_do_best_at() {
+        assert_eq!(advertised_size(1024, 768), (1024, 768));
+        assert_eq!(advertised_size(1920, 1200), (1280, 800));
+        assert_eq!(advertised_size(1920, 1080), (1366, 768));
+        assert_eq!(advertised_size(2048, 1536), (1024, 768));
+        assert_eq!(advertised_size(800, 600), (800, 600));
+        assert_eq!(advertised_size(1000, 1000), (1000, 1000));
+        let t = ToolSet::for_model("claude-sonnet-4-5", 1920, 1200);
+        assert_eq!(t.anthropic()[0]["display_width_px"], 1280);
+        assert_eq!(
+            t.space(),
+            Some(DisplaySize {
+                width: 1280,
+                height: 800
+            })
+        );
     }
 
     #[test]

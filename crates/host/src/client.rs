@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::proto::{
-    BashRequest, ComputerResult, DesktopReady, EditRequest, ErrorBody, ExecRequest, ExecResult,
-    Ready, SessionConfig, ToolOutput, SOCKET,
+    BashRequest, ComputerResult, DesktopReady, DisplaySize, EditRequest, ErrorBody, ExecRequest,
+    ExecResult, Ready, SessionConfig, ToolOutput, SOCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,13 @@ pub async fn connect_checked(
         }
     }
     Ok(stream)
+}
+
+/// `space=WxH` after `sep`, or nothing.
+fn space_param(space: Option<DisplaySize>, sep: char) -> String {
+    space
+        .map(|s| format!("{sep}space={}x{}", s.width, s.height))
+        .unwrap_or_default()
 }
 
 /// Talks to one computer's host.
@@ -260,10 +267,19 @@ impl HostClient {
 
     /// A screenshot taken once the screen has settled after an action (no
     /// change for a moment), waiting at most `cap`.
-    pub async fn screenshot_settled(&self, cap: Duration) -> Result<Bytes, HostError> {
+    /// With `space`, the screenshot is scaled to the model's coordinate space.
+    pub async fn screenshot_settled(
+        &self,
+        cap: Duration,
+        space: Option<DisplaySize>,
+    ) -> Result<Bytes, HostError> {
         self.call(
             Method::GET,
-            &format!("/v1/screenshot?settle_ms={}", cap.as_millis()),
+            &format!(
+                "/v1/screenshot?settle_ms={}{}",
+                cap.as_millis(),
+                space_param(space, '&')
+            ),
             "application/json",
             Bytes::new(),
             cap + Duration::from_secs(10),
@@ -274,10 +290,21 @@ impl HostClient {
 
     /// Runs one computer-tool action (the model's input, unchanged).
     pub async fn computer(&self, input: &serde_json::Value) -> Result<ComputerResult, HostError> {
+        self.computer_in(input, None).await
+    }
+
+    /// Runs one action whose coordinates are in `space`, the model's
+    /// coordinate space, when it is smaller than the screen (scaled up to
+    /// the screen; screenshots and the pointer's position scaled down).
+    pub async fn computer_in(
+        &self,
+        input: &serde_json::Value,
+        space: Option<DisplaySize>,
+    ) -> Result<ComputerResult, HostError> {
         // `wait` and `hold_key` may take up to 100 s.
         self.json(
             Method::POST,
-            "/v1/computer",
+            &format!("/v1/computer{}", space_param(space, '?')),
             input,
             Duration::from_secs(120),
         )

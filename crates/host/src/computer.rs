@@ -34,6 +34,38 @@ pub enum ActionError {
 
 type Point = (u16, u16);
 
+/// The coordinate space the model works in when it is told of a smaller
+/// screen than the real one (Anthropic's tools do best at about XGA):
+/// its coordinates are scaled up to the screen, screenshots down to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub model: DisplaySize,
+    pub screen: DisplaySize,
+}
+
+impl Space {
+    fn scale(v: u16, from: u16, to: u16) -> u16 {
+        let scaled = (v as f64 * to as f64 / from.max(1) as f64).round() as u16;
+        scaled.min(to.saturating_sub(1))
+    }
+
+    /// A model point on the screen.
+    pub fn to_screen(&self, (x, y): Point) -> Point {
+        (
+            Self::scale(x, self.model.width, self.screen.width),
+            Self::scale(y, self.model.height, self.screen.height),
+        )
+    }
+
+    /// A screen point as the model sees it.
+    pub fn to_model(&self, (x, y): Point) -> Point {
+        (
+            Self::scale(x, self.screen.width, self.model.width),
+            Self::scale(y, self.screen.height, self.model.height),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Screenshot,
@@ -167,6 +199,56 @@ impl Input<'_> {
 }
 
 impl Action {
+    /// Parses an input in the model's coordinates of `space` and maps its
+    /// points onto the screen.
+    pub fn parse_in(input: &Value, space: Space) -> Result<Action, ActionError> {
+        let on = |p: Point| space.to_screen(p);
+        let on_opt = |p: Option<Point>| p.map(on);
+        Ok(match Action::parse(input, space.model)? {
+            Action::MouseMove(p) => Action::MouseMove(on(p)),
+            Action::Click {
+                button,
+                times,
+                at,
+                modifiers,
+            } => Action::Click {
+                button,
+                times,
+                at: on_opt(at),
+                modifiers,
+            },
+            Action::MouseDown(p) => Action::MouseDown(on_opt(p)),
+            Action::MouseUp(p) => Action::MouseUp(on_opt(p)),
+            Action::Drag { from, to } => Action::Drag {
+                from: on(from),
+                to: on(to),
+            },
+            Action::Scroll {
+                button,
+                amount,
+                at,
+                modifiers,
+            } => Action::Scroll {
+                button,
+                amount,
+                at: on_opt(at),
+                modifiers,
+            },
+            Action::Zoom(r) => {
+                let (x0, y0) = on((r.x, r.y));
+                let (x1, y1) = on((r.x + r.width, r.y + r.height));
+                let (x1, y1) = (x1.max(x0 + 1), y1.max(y0 + 1));
+                Action::Zoom(Rect {
+                    x: x0,
+                    y: y0,
+                    width: x1 - x0,
+                    height: y1 - y0,
+                })
+            }
+            other => other,
+        })
+    }
+
     /// Parses a computer-tool input for a display of `size`.
     pub fn parse(input: &Value, size: DisplaySize) -> Result<Action, ActionError> {
         let obj = input
@@ -342,6 +424,7 @@ impl Computer {
     pub async fn settled_screenshot(
         &self,
         cap: Duration,
+        space: Option<Space>,
     ) -> Result<(Vec<u8>, Duration), ScreenError> {
         let settle = self.settle.clone();
         let waited = tokio::task::spawn_blocking(move || {
@@ -356,7 +439,39 @@ impl Computer {
         })
         .await
         .unwrap_or_else(|e| Err(ScreenError::Worker(e.to_string())))?;
-        Ok((self.screenshot_png().await?, waited))
+        Ok((self.screenshot_in(space).await?, waited))
+    }
+
+    /// The whole screen as a PNG in the model's space (the screen's own
+    /// size when there is none).
+    pub async fn screenshot_in(&self, space: Option<Space>) -> Result<Vec<u8>, ScreenError> {
+        match space {
+            Some(space) => self.with_screen(move |s| s.png_sized(space.model)).await,
+            None => self.screenshot_png().await,
+        }
+    }
+
+    /// Carries out one action whose points are already on the screen; its
+    /// screenshots and pointer position are in `space` when there is one.
+    pub async fn run_in(
+        &self,
+        action: Action,
+        space: Option<Space>,
+    ) -> Result<ComputerResult, ActionError> {
+        match action {
+            Action::Screenshot => Ok(png_result(self.screenshot_in(space).await?)),
+            Action::Wait(duration) => {
+                tokio::time::sleep(duration).await;
+                Ok(png_result(self.screenshot_in(space).await?))
+            }
+            Action::CursorPosition => {
+                let (x, y) = self.with_screen(|s| s.pointer()).await?;
+                let (x, y) = (x.max(0) as u16, y.max(0) as u16);
+                let (x, y) = space.map_or((x, y), |sp| sp.to_model((x, y)));
+                Ok(done(format!("X={x},Y={y}")))
+            }
+            other => self.run(other).await,
+        }
     }
 
     /// Carries out one action.
@@ -569,6 +684,40 @@ mod tests {
             assert!(matches!(err, ActionError::Invalid(_)), "{input}: {err}");
             assert!(err.to_string().contains(says), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn a_smaller_model_space_maps_onto_the_screen() {
+        let space = Space {
+            model: DisplaySize {
+                width: 1280,
+                height: 800,
+            },
+            screen: DisplaySize {
+                width: 1920,
+                height: 1200,
+            },
+        };
+        let a = Action::parse_in(
+            &json!({"action":"left_click","coordinate":[640,400]}),
+            space,
+        );
+        assert!(matches!(
+            a,
+            Ok(Action::Click {
+                at: Some((960, 600)),
+                ..
+            })
+        ));
+        let a = Action::parse_in(
+            &json!({"action":"mouse_move","coordinate":[1279,799]}),
+            space,
+        );
+        assert_eq!(a.unwrap(), Action::MouseMove((1919, 1199)));
+        // Bounds are the model's.
+        let err = Action::parse_in(&json!({"action":"mouse_move","coordinate":[1280,0]}), space);
+        assert!(matches!(err, Err(ActionError::OutOfRange(_))));
+        assert_eq!(space.to_model((960, 600)), (640, 400));
     }
 
     #[test]

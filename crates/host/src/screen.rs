@@ -306,6 +306,17 @@ impl Screen {
         Ok(rgb)
     }
 
+    /// The whole display as a PNG of `size` (the display's own or smaller).
+    pub fn png_sized(&mut self, size: DisplaySize) -> Result<Vec<u8>, ScreenError> {
+        let full = self.full();
+        if size == self.size {
+            return self.png(full);
+        }
+        let rgb = self.capture(full)?;
+        let small = downscale(&rgb, full.width, full.height, size.width, size.height);
+        encode_png(&small, size.width, size.height)
+    }
+
     /// `rect` as a PNG.
     pub fn png(&mut self, rect: Rect) -> Result<Vec<u8>, ScreenError> {
         let rgb = self.capture(rect)?;
@@ -432,6 +443,37 @@ impl Screen {
     }
 }
 
+/// Shrinks packed RGB from `w`×`h` to `nw`×`nh` (no larger), each output
+/// pixel the average of the source pixels it covers: screenshots for a
+/// model told of a smaller screen than the real one.
+pub fn downscale(rgb: &[u8], w: u16, h: u16, nw: u16, nh: u16) -> Vec<u8> {
+    let (w, h, nw, nh) = (
+        w as usize,
+        h as usize,
+        nw.max(1) as usize,
+        nh.max(1) as usize,
+    );
+    let mut out = Vec::with_capacity(nw * nh * 3);
+    for oy in 0..nh {
+        let (y0, y1) = (oy * h / nh, ((oy + 1) * h / nh).max(oy * h / nh + 1).min(h));
+        for ox in 0..nw {
+            let (x0, x1) = (ox * w / nw, ((ox + 1) * w / nw).max(ox * w / nw + 1).min(w));
+            let mut sum = [0u32; 3];
+            for y in y0..y1 {
+                let row = &rgb[(y * w + x0) * 3..(y * w + x1) * 3];
+                for px in row.chunks_exact(3) {
+                    sum[0] += px[0] as u32;
+                    sum[1] += px[1] as u32;
+                    sum[2] += px[2] as u32;
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            out.extend(sum.iter().map(|c| ((c + n / 2) / n) as u8));
+        }
+    }
+    out
+}
+
 /// Encodes packed RGB as a PNG, with fast compression (screenshots are
 /// taken often and travel a short way).
 pub fn encode_png(rgb: &[u8], width: u16, height: u16) -> Result<Vec<u8>, ScreenError> {
@@ -444,4 +486,24 @@ pub fn encode_png(rgb: &[u8], width: u16, height: u16) -> Result<Vec<u8>, Screen
     writer.write_image_data(rgb)?;
     writer.finish()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn downscaling_averages_the_covered_pixels() {
+        // 4x2: left half black, right half white → 2x1: one black, one white.
+        let mut rgb = Vec::new();
+        for _ in 0..2 {
+            rgb.extend_from_slice(&[0; 6]);
+            rgb.extend_from_slice(&[255; 6]);
+        }
+        assert_eq!(
+            super::downscale(&rgb, 4, 2, 2, 1),
+            vec![0, 0, 0, 255, 255, 255]
+        );
+        // 3x1 → 2x1: every output pixel is covered.
+        let out = super::downscale(&[10, 10, 10, 20, 20, 20, 30, 30, 30], 3, 1, 2, 1);
+        assert_eq!(out, vec![10, 10, 10, 25, 25, 25]);
+    }
 }

@@ -12,13 +12,13 @@ use axum::{Json, Router};
 use tokio::sync::{watch, Notify};
 
 use crate::bash::{self, Bash};
-use crate::computer::{Action, ActionError, Computer};
+use crate::computer::{Action, ActionError, Computer, Space};
 use crate::editor::Editor;
 use crate::exec::{self, Environment};
 use crate::files::{self, FileError};
 use crate::proto::{
-    BashRequest, DesktopReady, EditRequest, ErrorBody, ExecRequest, Ready, SessionConfig,
-    ToolOutput,
+    BashRequest, DesktopReady, DisplaySize, EditRequest, ErrorBody, ExecRequest, Ready,
+    SessionConfig, ToolOutput,
 };
 
 /// Where bring-up stands: not yet, done, or failed with a reason.
@@ -213,6 +213,42 @@ async fn upload(Path(path): Path<String>, body: Body) -> Result<StatusCode, Erro
 #[derive(serde::Deserialize)]
 struct ScreenshotQuery {
     settle_ms: Option<u64>,
+    /// `WxH`: the model's coordinate space (see [`Space`]).
+    space: Option<String>,
+}
+
+/// `?space=WxH`: the coordinate space of a model told of a screen no
+/// larger than the real one.
+#[derive(serde::Deserialize)]
+struct SpaceQuery {
+    space: Option<String>,
+}
+
+/// The model space `WxH` names on `computer`'s screen.
+fn space_of(spec: Option<&str>, computer: &Computer) -> Result<Option<Space>, Error> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let screen = computer.size();
+    let bad = || {
+        Error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "space must be WIDTHxHEIGHT within the {}x{} screen",
+                screen.width, screen.height
+            ),
+        )
+    };
+    let (w, h) = spec.split_once('x').ok_or_else(bad)?;
+    let (width, height) = (
+        w.parse::<u16>().map_err(|_| bad())?,
+        h.parse::<u16>().map_err(|_| bad())?,
+    );
+    if width == 0 || height == 0 || width > screen.width || height > screen.height {
+        return Err(bad());
+    }
+    let model = DisplaySize { width, height };
+    Ok((model != screen).then_some(Space { model, screen }))
 }
 
 async fn screenshot(
@@ -220,15 +256,16 @@ async fn screenshot(
     Query(q): Query<ScreenshotQuery>,
 ) -> Result<Response, Error> {
     let computer = computer_of(&state)?;
+    let space = space_of(q.space.as_deref(), computer)?;
     let failed =
         |e: crate::screen::ScreenError| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let (png, waited) = match q.settle_ms {
         Some(ms) => computer
-            .settled_screenshot(Duration::from_millis(ms.min(10_000)))
+            .settled_screenshot(Duration::from_millis(ms.min(10_000)), space)
             .await
             .map_err(failed)?,
         None => (
-            computer.screenshot_png().await.map_err(failed)?,
+            computer.screenshot_in(space).await.map_err(failed)?,
             Duration::ZERO,
         ),
     };
@@ -247,11 +284,16 @@ async fn screenshot(
 
 async fn computer(
     State(state): State<Shared>,
+    Query(q): Query<SpaceQuery>,
     Json(input): Json<serde_json::Value>,
 ) -> Result<Json<crate::proto::ComputerResult>, Error> {
     let computer = computer_of(&state)?;
-    let action = Action::parse(&input, computer.size())?;
-    Ok(Json(computer.run(action).await?))
+    let space = space_of(q.space.as_deref(), computer)?;
+    let action = match space {
+        Some(space) => Action::parse_in(&input, space)?,
+        None => Action::parse(&input, computer.size())?,
+    };
+    Ok(Json(computer.run_in(action, space).await?))
 }
 
 /// Runs a tool call in a task of its own: a client that goes away must not

@@ -89,6 +89,10 @@ pub(crate) async fn enforce(shared: &Shared, sessions: &[SessionRow]) -> Vec<Str
     let now = now_ms();
     let mut changed = Vec::new();
     for s in sessions {
+        // A session whose agent is at work is in use, however long it thinks.
+        if s.busy {
+            continue;
+        }
         let idle = Duration::from_millis((now - shared.activity.last_use(s)).max(0) as u64);
         let Some(change) = due(s.state, idle, pause, close) else {
             continue;

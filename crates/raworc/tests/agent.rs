@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures::StreamExt;
 use raworc_testkit::computer::await_some;
 use raworc_testkit::model::{Fault, ScriptedModel, Step};
@@ -320,6 +321,35 @@ async fn streams_resume_without_gaps_or_repeats() {
     let expected: Vec<i64> = ((total as i64 + 1)..=*seen.last().unwrap()).collect();
     assert_eq!(seen, expected);
     reply_to(&app, &id, seq).await;
+    // A WebSocket client that drops mid-task and comes back with `after`
+    // gets the rest: together, every event once, in order.
+    let last = *seen.last().unwrap();
+    let seq = post_message(&app, &id, "run `echo three`").await;
+    let mut first = Vec::new();
+    while first.len() < 2 {
+        let u = next_json(&mut ws).await;
+        first.push(u["seq"].as_i64().unwrap());
+    }
+    drop(ws);
+    reply_to(&app, &id, seq).await;
+    let after = *first.last().unwrap();
+    let ws_url = format!(
+        "ws://{}/ws/{id}/stream?after={after}&token={token}",
+        app.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connected");
+    let mut rest = Vec::new();
+    loop {
+        let u = next_json(&mut ws).await;
+        rest.push(u["seq"].as_i64().unwrap());
+        if u["update_type"] == "complete" {
+            break;
+        }
+    }
+    let together: Vec<i64> = first.into_iter().chain(rest).collect();
+    let expected: Vec<i64> = ((last + 1)..=*together.last().unwrap()).collect();
+    assert_eq!(together, expected);
     app.stop().await;
 }
 
@@ -748,5 +778,83 @@ async fn cancel_stops_the_agent_at_its_next_step() {
         .as_str()
         .unwrap()
         .contains("cancelled"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
+    let model = ScriptedModel::start(vec![
+        Step::Reply {
+            content: vec![
+                tool(
+                    "computer",
+                    json!({"action": "left_click", "coordinate": [640, 400]}),
+                ),
+                tool("computer", json!({"action": "cursor_position"})),
+                tool("computer", json!({"action": "screenshot"})),
+            ],
+            stop_reason: "tool_use".into(),
+        },
+        Step::Reply {
+            content: vec![text("Scaled.")],
+            stop_reason: "end_turn".into(),
+        },
+    ])
+    .await
+    .with_key(KEY);
+    let base = model.base_url();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.display_size = (1920, 1200);
+        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
+        c.anthropic_base_url = base;
+        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let seq = post_message(&app, &id, "Click the middle.").await;
+    assert_eq!(reply_to(&app, &id, seq).await["content"], "Scaled.");
+    let requests = model.requests();
+    // Told of WXGA, the size of the same shape that models do best at.
+    let computer = &requests[0].body["tools"][0];
+    assert_eq!(
+        (
+            computer["display_width_px"].as_u64(),
+            computer["display_height_px"].as_u64()
+        ),
+        (Some(1280), Some(800))
+    );
+    let results = requests[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .clone();
+    // The click landed in the middle of the real screen; the model sees its own coordinates.
+    assert_eq!(results[1]["content"][0]["text"], "X=640,Y=400");
+    let real = app
+        .post(
+            &format!("/api/v0/sessions/{id}/computer"),
+            Some(&token),
+            json!({"action": "cursor_position"}),
+        )
+        .await;
+    assert_eq!(real.body["output"], "X=960,Y=600");
+    // Screenshots come at the model's size.
+    for r in [&results[0], &results[2]] {
+        let image = r["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "image")
+            .expect("an image");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(image["source"]["data"].as_str().unwrap())
+            .unwrap();
+        let decoded = raworc_testkit::computer::Image::decode(&png);
+        assert_eq!((decoded.width, decoded.height), (1280, 800));
+    }
     app.stop().await;
 }
