@@ -287,7 +287,7 @@ pub async fn send(http: &reqwest::Client, base: &str, req: Request<'_>) -> Resul
 }
 
 /// Sends a JSON request and decodes a JSON success, or fails with [`ApiError`].
-async fn call<T: DeserializeOwned>(
+pub(crate) async fn call<T: DeserializeOwned>(
     http: &reqwest::Client,
     base: &str,
     method: Method,

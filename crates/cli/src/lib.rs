@@ -10,12 +10,14 @@ pub mod config;
 pub mod http;
 pub mod process;
 pub mod service;
+pub mod session;
 
 use std::path::PathBuf;
 
 pub use api::ApiArgs;
 pub use auth::{AuthArgs, LoginArgs, TokenArgs};
 pub use service::{CleanArgs, ResetArgs, StartArgs, StopArgs};
+pub use session::{expand_args, SessionArgs};
 
 /// The client subcommands of `raworc`.
 #[derive(clap::Subcommand, Debug)]
@@ -30,6 +32,8 @@ pub enum ClientCommand {
     Token(TokenArgs),
     /// Call any REST endpoint, e.g. `raworc api sessions`
     Api(ApiArgs),
+    /// Talk to a session's agent: create, restore (-r) or remix (-R) a session, then chat
+    Session(Box<SessionArgs>),
     /// Start the Raworc server on this machine in the background
     Start(StartArgs),
     /// Stop the server started by `raworc start`
@@ -78,6 +82,7 @@ pub async fn run_in(cmd: ClientCommand, ctx: &Context) -> anyhow::Result<()> {
         ClientCommand::Logout => auth::logout(ctx),
         ClientCommand::Token(args) => auth::token(ctx, args).await,
         ClientCommand::Api(args) => api::api(ctx, args).await,
+        ClientCommand::Session(args) => session::session(ctx, *args).await,
         ClientCommand::Start(args) => service::start(ctx, args).await,
         ClientCommand::Stop(args) => service::stop(ctx, args).await,
         ClientCommand::Clean(args) => service::clean(ctx, args).await,

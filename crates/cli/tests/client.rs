@@ -300,3 +300,108 @@ async fn auth_status_reports_an_expired_token() {
         "401 Unauthorized: token expired; your token may have expired — run 'raworc login'"
     );
 }
+
+#[test]
+fn session_flags_parse_as_the_binary_reads_them() {
+    let parse_session = |args: &[&str]| {
+        let mut argv = vec!["raworc", "session"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(raworc_cli::expand_args(argv)) {
+            Ok(Cli {
+                cmd: Top::Client(ClientCommand::Session(a)),
+            }) => a,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    };
+    let a = parse_session(&[
+        "-S", "{}", "-i", "x", "-if", "i.md", "-s", "y", "-sf", "s.sh", "-p", "go", "-n", "demo",
+    ]);
+    assert_eq!(a.instructions_file.as_deref(), Some("i.md".as_ref()));
+    assert_eq!(a.setup_file.as_deref(), Some("s.sh".as_ref()));
+    assert_eq!(a.prompt.as_deref(), Some("go"));
+    let a = parse_session(&["-R", "abc", "-d", "false", "-c", "true"]);
+    assert_eq!(a.remix.as_deref(), Some("abc"));
+    assert_eq!((a.data, a.code), (Some(false), Some(true)));
+    let a = parse_session(&["-r", "abc"]);
+    assert_eq!(a.restore.as_deref(), Some("abc"));
+}
+
+#[tokio::test]
+async fn session_needs_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run_in(
+        parse(&["session", "-p", "hello"]),
+        &ctx(&dir, "http://127.0.0.1:1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "not logged in: run 'raworc login -u admin -p admin'"
+    );
+}
+
+#[tokio::test]
+async fn session_with_bad_secrets_sends_nothing() {
+    let (base, seen) = one_shot("201 Created", "{}");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(&dir, &base);
+    Config {
+        token: Some("tok".into()),
+        ..Default::default()
+    }
+    .save(&ctx.home)
+    .unwrap();
+    let err = run_in(parse(&["session", "-S", "{oops"]), &ctx)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").starts_with("--secrets must be a JSON object of name → value"),
+        "{err:#}"
+    );
+    assert!(seen
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+}
+
+#[tokio::test]
+async fn session_create_sends_only_what_was_given_and_reports_a_refusal() {
+    let (base, seen) = one_shot(
+        "429 Too Many Requests",
+        r#"{"error":"every computer is taken","status":429}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(&dir, &base);
+    Config {
+        token: Some("tok".into()),
+        ..Default::default()
+    }
+    .save(&ctx.home)
+    .unwrap();
+    let cmd = parse(&[
+        "session",
+        "-S",
+        r#"{"TOKEN":"abc123xyz"}"#,
+        "-i",
+        "be brief",
+        "-p",
+        "hello",
+    ]);
+    let err = run_in(cmd, &ctx).await.unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "cannot create the session: 429 Too Many Requests: every computer is taken"
+    );
+    let seen = seen.recv().unwrap();
+    assert_eq!(seen.request_line, "POST /api/v0/sessions HTTP/1.1");
+    assert!(seen
+        .headers
+        .iter()
+        .any(|h| h == "authorization: Bearer tok"));
+    let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"instructions": "be brief", "secrets": {"TOKEN": "abc123xyz"}}),
+        "the prompt is sent as a message once the session runs"
+    );
+}

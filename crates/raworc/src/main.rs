@@ -44,7 +44,9 @@ fn init_tracing() {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // `raworc session` has two-letter short flags (`-if`, `-sf`) that clap
+    // cannot parse as such; they are spelled out before it parses.
+    let cli = Cli::parse_from(raworc_cli::expand_args(std::env::args_os()));
     // The host forks (as PID 1 of its computer) before any thread starts,
     // so it builds its own runtime.
     let cli = match cli.command {
