@@ -194,8 +194,12 @@ impl Agents {
         self.workers().contains_key(id)
     }
 
-    /// Wakes every session with unanswered messages (at start-up).
+    /// Wakes every session with unanswered messages (at start-up), after
+    /// lowering the `busy` flags a crash left up.
     pub async fn resume_all(&self) {
+        if let Err(e) = self.shared.store.clear_busy().await {
+            tracing::warn!(error = %e, "could not clear busy flags");
+        }
         match self.shared.store.sessions_with_unanswered_messages().await {
             Ok(ids) => {
                 for id in ids {

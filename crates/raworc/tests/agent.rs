@@ -688,6 +688,14 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
         .filter(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == seq)
         .count();
     assert_eq!(replies, 1);
+    // The busy flag the crash left up comes down once the work is done.
+    await_some("busy to drop", 30, || async {
+        let s = app
+            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+            .await;
+        (s.body["busy"] == false).then_some(())
+    })
+    .await;
     app.delete(&format!("/api/v0/sessions/{id}"), Some(&token))
         .await;
     assert!(server.terminate().success());

@@ -93,6 +93,7 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
         login_by_addr: RateLimiter::new(config.login_limit_per_addr, minute),
         dummy_hash,
         started: Instant::now(),
+        closing: tokio::sync::watch::channel(false).0,
         config,
     }))
 }
@@ -110,6 +111,8 @@ impl Running {
     /// and every computer (their disks stay; the next start brings running
     /// sessions back), flushes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Streams end first: the graceful stop waits for open connections.
+        self.state.closing.send_replace(true);
         let _ = self.stop.send(());
         self.task.await??;
         if let Some(agents) = &self.state.agents {

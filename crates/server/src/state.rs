@@ -37,6 +37,9 @@ pub struct Inner {
     /// unknown and known names take the same time.
     pub dummy_hash: String,
     pub started: Instant,
+    /// Set when the server begins to shut down: long-lived streams (events,
+    /// desktop) end then, so that a graceful stop does not wait on them.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -62,6 +65,14 @@ impl AppState {
     pub fn touch(&self, id: &str) {
         if let Some(operator) = &self.operator {
             operator.touch(id);
+        }
+    }
+
+    /// Resolves once the server begins to shut down.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
         }
     }
 

@@ -228,6 +228,19 @@ impl Store {
             .await
     }
 
+    /// Clears the `busy` flag of every session (at start-up: no agent works
+    /// yet; a crash may have left flags up). Returns the sessions cleared.
+    pub async fn clear_busy(&self) -> Result<Vec<String>> {
+        let rows = db::query("SELECT id FROM sessions WHERE busy <> 0")
+            .fetch_all(&self.pool)
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.text("id")).collect::<Result<_>>()?;
+        for id in &ids {
+            self.set_busy(id, false).await?;
+        }
+        Ok(ids)
+    }
+
     /// Sessions with a user message the agent has not answered yet (at
     /// start-up: the work a crash or a stop interrupted).
     pub async fn sessions_with_unanswered_messages(&self) -> Result<Vec<String>> {

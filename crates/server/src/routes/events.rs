@@ -163,7 +163,14 @@ pub async fn stream(
         let data = serde_json::to_string(&event_json(e)).unwrap_or_default();
         Ok::<_, Infallible>(SseEvent::default().id(id).event(kind).data(data))
     });
-    let events = events.take_until(tokio::time::sleep(lifetime(&principal)));
+    let life = tokio::time::sleep(lifetime(&principal));
+    let closed = state.closed();
+    let events = events.take_until(async move {
+        tokio::select! {
+            _ = life => {},
+            _ = closed => {},
+        }
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -201,8 +208,12 @@ pub async fn websocket(
     let after = q.after.unwrap_or(0).max(0);
     let left = lifetime(&principal);
     let store = state.store.clone();
+    let closed = state.closed();
     Ok(ws.on_upgrade(move |socket| async move {
-        let _ = tokio::time::timeout(left, relay_events(socket, store, id, after)).await;
+        tokio::select! {
+            _ = tokio::time::timeout(left, relay_events(socket, store, id, after)) => {},
+            _ = closed => {},
+        }
     }))
 }
 

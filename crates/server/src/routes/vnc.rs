@@ -102,9 +102,13 @@ pub async fn stream(
     tracing::info!(session = %id, viewer = %principal.name, control, "desktop stream opened");
     // The stream ends when the token that opened it would.
     let left = Duration::from_secs((principal.expires_at - unix_now()).max(0) as u64);
+    let closed = state.closed();
     Ok(ws.protocols(["binary"]).on_upgrade(move |ws| async move {
         let relay = relay(ws, vnc, control, || state.touch(&id));
-        let outcome = tokio::time::timeout(left, relay).await.unwrap_or(Ok(()));
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(left, relay) => r.unwrap_or(Ok(())),
+            _ = closed => Ok(()),
+        };
         if let Err(e) = outcome {
             tracing::debug!(session = %id, error = %e, "desktop stream ended");
         }

@@ -1,0 +1,113 @@
+//! Events through the real HTTP server on every database, without
+//! computers: lifecycle changes recorded as `state` events in `seq` order,
+//! paging, bad input, and streams that end when the server stops.
+
+use std::time::Duration;
+
+use raworc_testkit::{backend_tests, Backend, StatusCode, TestApp};
+use serde_json::{json, Value};
+
+backend_tests!(
+    lifecycle_changes_are_state_events,
+    streams_end_when_the_server_stops
+);
+
+async fn events(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/api/v0/sessions/{id}/events{query}"),
+            Some(&app.admin_token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body.as_array().unwrap().clone()
+}
+
+async fn lifecycle_changes_are_state_events(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.admin_token.clone();
+    let id = app.session(&t, json!({"name": "evented"})).await;
+    // Without computers the session stays `created`; closing and restoring it moves it.
+    let r = app
+        .post(&format!("/api/v0/sessions/{id}/close"), Some(&t), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/restore"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let all = events(&app, &id, "").await;
+    let states: Vec<(i64, &str)> = all
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "state");
+            assert_eq!(e["session_id"], id.as_str());
+            assert_eq!(e["metadata"]["busy"], false);
+            (e["seq"].as_i64().unwrap(), e["content"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(states, [(1, "created"), (2, "closed"), (3, "starting")]);
+    // Paging.
+    let after = events(&app, &id, "?after=1&limit=1").await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["seq"], 2);
+    assert!(events(&app, &id, "?after=3").await.is_empty());
+    for bad in ["?limit=0", "?limit=5000"] {
+        let r = app
+            .get(&format!("/api/v0/sessions/{id}/events{bad}"), Some(&t))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(r.error().contains("limit"), "{bad}: {:?}", r.body);
+    }
+    let r = app
+        .get(&format!("/api/v0/sessions/{id}/events?after=x"), Some(&t))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A bad Last-Event-ID is a clear error, not a stream from the start.
+    let r = app
+        .send(
+            app.client
+                .get(format!("{}/api/v0/sessions/{id}/events/stream", app.base))
+                .bearer_auth(&t)
+                .header("Last-Event-ID", "yesterday"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("Last-Event-ID"), "{:?}", r.body);
+    // No computers here, so no agent: a cancel stops nothing.
+    let r = app
+        .post(
+            &format!("/api/v0/sessions/{id}/cancel"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.body["cancelled"], false);
+    app.stop().await;
+}
+
+async fn streams_end_when_the_server_stops(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.admin_token.clone();
+    let id = app.session(&t, json!({})).await;
+    let sse = app
+        .client
+        .get(format!("{}/api/v0/sessions/{id}/events/stream", app.base))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let url = format!("ws://{}/ws/{id}/stream?token={t}", app.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // A graceful stop does not wait on streams that would never end.
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("the server stops with streams open");
+    drop((sse, ws));
+}
