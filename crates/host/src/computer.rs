@@ -442,13 +442,12 @@ impl Computer {
         Ok((self.screenshot_in(space).await?, waited))
     }
 
-    /// The whole screen as a PNG in the model's space (the screen's own
-    /// size when there is none).
+    /// The screen as the computer tool shows it: with the pointer drawn
+    /// in, as a PNG in the model's space (the screen's own size when there
+    /// is none).
     pub async fn screenshot_in(&self, space: Option<Space>) -> Result<Vec<u8>, ScreenError> {
-        match space {
-            Some(space) => self.with_screen(move |s| s.png_sized(space.model)).await,
-            None => self.screenshot_png().await,
-        }
+        let size = space.map_or(self.size, |sp| sp.model);
+        self.with_screen(move |s| s.png_sized(size, true)).await
     }
 
     /// Carries out one action whose points are already on the screen; its
@@ -478,7 +477,14 @@ impl Computer {
     pub async fn run(&self, action: Action) -> Result<ComputerResult, ActionError> {
         let result = match action {
             Action::Screenshot => png_result(self.screenshot_png().await?),
-            Action::Zoom(rect) => png_result(self.with_screen(move |s| s.png(rect)).await?),
+            Action::Zoom(rect) => png_result(
+                self.with_screen(move |s| {
+                    let mut rgb = s.capture(rect)?;
+                    s.draw_pointer(&mut rgb, rect)?;
+                    crate::screen::encode_png(&rgb, rect.width, rect.height)
+                })
+                .await?,
+            ),
             Action::CursorPosition => {
                 let (x, y) = self.with_screen(|s| s.pointer()).await?;
                 done(format!("X={x},Y={y}"))

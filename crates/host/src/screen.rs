@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::shm::ConnectionExt as _;
+use x11rb::protocol::xfixes::ConnectionExt as _;
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
@@ -210,6 +211,8 @@ pub struct Screen {
     size: DisplaySize,
     shm: Option<SharedBuffer>,
     keymap: Keymap,
+    /// Whether the server can hand out the pointer's image (XFixes).
+    xfixes: bool,
 }
 
 impl Screen {
@@ -246,12 +249,22 @@ impl Screen {
             None => None,
         };
         let keymap = Keymap::load(&conn)?;
+        // The version must be asked before any other XFixes request.
+        let xfixes = conn
+            .extension_information(x11rb::protocol::xfixes::X11_EXTENSION_NAME)?
+            .is_some()
+            && conn
+                .xfixes_query_version(4, 0)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some();
         Ok(Screen {
             conn,
             root,
             size,
             shm,
             keymap,
+            xfixes,
         })
     }
 
@@ -306,13 +319,57 @@ impl Screen {
         Ok(rgb)
     }
 
-    /// The whole display as a PNG of `size` (the display's own or smaller).
-    pub fn png_sized(&mut self, size: DisplaySize) -> Result<Vec<u8>, ScreenError> {
-        let full = self.full();
-        if size == self.size {
-            return self.png(full);
+    /// Draws the mouse pointer into `rgb`, a capture of `rect`: screen
+    /// grabs never show it, and a model (like a person) wants to see where
+    /// it is — Anthropic's reference takes its screenshots with it too.
+    pub fn draw_pointer(&self, rgb: &mut [u8], rect: Rect) -> Result<(), ScreenError> {
+        if !self.xfixes {
+            return Ok(());
         }
-        let rgb = self.capture(full)?;
+        let cursor = self.conn.xfixes_get_cursor_image()?.reply()?;
+        let left = cursor.x as i32 - cursor.xhot as i32 - rect.x as i32;
+        let top = cursor.y as i32 - cursor.yhot as i32 - rect.y as i32;
+        let (w, h) = (cursor.width as i32, cursor.height as i32);
+        for cy in 0..h {
+            let y = top + cy;
+            if y < 0 || y >= rect.height as i32 {
+                continue;
+            }
+            for cx in 0..w {
+                let x = left + cx;
+                if x < 0 || x >= rect.width as i32 {
+                    continue;
+                }
+                let Some(&argb) = cursor.cursor_image.get((cy * w + cx) as usize) else {
+                    continue;
+                };
+                // Premultiplied ARGB over the captured pixel.
+                let a = argb >> 24;
+                if a == 0 {
+                    continue;
+                }
+                let at = ((y * rect.width as i32 + x) * 3) as usize;
+                for (i, shift) in [16u32, 8, 0].into_iter().enumerate() {
+                    let src = (argb >> shift) & 0xff;
+                    let dst = rgb[at + i] as u32;
+                    rgb[at + i] = (src + dst * (255 - a) / 255).min(255) as u8;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole display as a PNG of `size` (the display's own or smaller),
+    /// with the pointer drawn in when `pointer` is set.
+    pub fn png_sized(&mut self, size: DisplaySize, pointer: bool) -> Result<Vec<u8>, ScreenError> {
+        let full = self.full();
+        let mut rgb = self.capture(full)?;
+        if pointer {
+            self.draw_pointer(&mut rgb, full)?;
+        }
+        if size == self.size {
+            return encode_png(&rgb, full.width, full.height);
+        }
         let small = downscale(&rgb, full.width, full.height, size.width, size.height);
         encode_png(&small, size.width, size.height)
     }

@@ -265,7 +265,11 @@ async fn screenshot(
             .await
             .map_err(failed)?,
         None => (
-            computer.screenshot_in(space).await.map_err(failed)?,
+            // The desktop as it is, unless asked as the computer tool sees it.
+            match space {
+                Some(_) => computer.screenshot_in(space).await.map_err(failed)?,
+                None => computer.screenshot_png().await.map_err(failed)?,
+            },
             Duration::ZERO,
         ),
     };

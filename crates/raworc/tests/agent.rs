@@ -866,3 +866,43 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_computer_tools_screenshots_show_the_pointer() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let act = |input: Value| {
+        let app = &app;
+        let token = &token;
+        let id = &id;
+        async move {
+            let r = app
+                .post(
+                    &format!("/api/v0/sessions/{id}/computer"),
+                    Some(token),
+                    input,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            r.body
+        }
+    };
+    act(json!({"action": "mouse_move", "coordinate": [600, 400]})).await;
+    let tool_view = act(json!({"action": "screenshot"})).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(tool_view["image"].as_str().unwrap())
+        .unwrap();
+    let with_pointer = raworc_testkit::computer::Image::decode(&png);
+    // The desktop as it is (the direct screenshot) has no pointer in it.
+    let plain = app.screenshot(&token, &id).await;
+    let near = |img: &raworc_testkit::computer::Image| img.region(596, 396, 24, 28);
+    assert_ne!(near(&with_pointer), near(&plain), "the pointer is drawn in");
+    // Away from it the two are the same picture.
+    assert_eq!(
+        with_pointer.region(100, 200, 300, 200),
+        plain.region(100, 200, 300, 200)
+    );
+    app.stop().await;
+}
