@@ -188,6 +188,10 @@ async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() 
         "{reply}"
     );
     assert_eq!(reply["metadata"]["provider"], "mock");
+    assert!(
+        reply["content"].as_str().unwrap().contains("mock agent"),
+        "the reply says what answered it: {reply}"
+    );
     assert_eq!(reply["metadata"]["steps"], 2);
     // The command really ran in the computer.
     assert_eq!(
@@ -904,5 +908,71 @@ async fn the_computer_tools_screenshots_show_the_pointer() {
         with_pointer.region(100, 200, 300, 200),
         plain.region(100, 200, 300, 200)
     );
+    app.stop().await;
+}
+
+/// A secret's value, long and odd enough to be found nowhere by chance.
+const SECRET: &str = "sk-agent-9d41b7-never-in-events-c0ffee";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_the_agent_prints_are_kept_out_of_replies_events_and_disk() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app
+        .session(&token, json!({"secrets": {"TOKEN": SECRET}}))
+        .await;
+    app.await_state(&token, &id, "running").await;
+    let seq = post_message(
+        &app,
+        &id,
+        "run `cat /session/secrets/TOKEN; echo; echo \"$TOKEN\"`",
+    )
+    .await;
+    let reply = reply_to(&app, &id, seq).await;
+    let content = reply["content"].as_str().unwrap();
+    // The command saw the secret (twice), and the reply names it instead.
+    assert_eq!(content.matches("[secret TOKEN]").count(), 2, "{content}");
+    assert!(!content.contains(SECRET));
+    let all = events(&app, &id).await;
+    assert!(!serde_json::to_string(&all).unwrap().contains(SECRET));
+    let msgs = app
+        .get(&format!("/api/v0/sessions/{id}/messages"), Some(&token))
+        .await;
+    assert!(!msgs.body.to_string().contains(SECRET));
+    // Nor anywhere on disk: the database (events, the agent's steps), its
+    // journal, the screenshots, the computers' disks.
+    // (Stopped first, so that every write has reached its file; the files are kept.)
+    let db = app.stop_keep().await;
+    // The test's directory: the SQLite database and its journal, and the data dir.
+    let root = db.dir.path().to_path_buf();
+    assert!(root.join("raworc.db").exists());
+    let holding = raworc_testkit::scan::files_holding(&root, SECRET.as_bytes());
+    assert!(holding.is_empty(), "the secret is in {holding:?}");
+    // The search finds a planted copy.
+    std::fs::write(root.join("data").join("planted"), SECRET).unwrap();
+    assert_eq!(
+        raworc_testkit::scan::files_holding(&root, SECRET.as_bytes()).len(),
+        1
+    );
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_to_a_closed_session_restores_it_and_is_answered() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    app.close(&token, &id).await;
+    let seq = post_message(&app, &id, "run `echo back-again`").await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert!(
+        reply["content"].as_str().unwrap().contains("back-again"),
+        "{reply}"
+    );
+    let s = app
+        .get(&format!("/api/v0/sessions/{id}"), Some(&token))
+        .await;
+    assert_eq!(s.body["state"], "running");
     app.stop().await;
 }

@@ -3,63 +3,16 @@
 //! not the computers' disks, not a remix's layers or snapshots, not the
 //! btrfs disk image, not the server's log. Real computers; needs root.
 
-use std::io::Read;
 use std::path::Path;
 
 use raworc_testkit::process::ServerProcess;
+use raworc_testkit::scan::files_holding;
 use raworc_testkit::{Backend, TestDb};
 use serde_json::json;
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
 /// The secret's value: long and odd enough to be found nowhere by chance.
 const SECRET: &str = "sk-test-7f3a9c1e-not-for-any-disk-b5d2";
-
-/// Files under `dir` (links not followed) that hold `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let finder = memchr::memmem::Finder::new(needle);
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    let mut buf = vec![0u8; 4 << 20];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let Ok(mut file) = std::fs::File::open(&path) else {
-                continue;
-            };
-            // Chunks overlap by the needle's length, so nothing is missed
-            // across a boundary.
-            let mut kept = 0;
-            loop {
-                let n = file.read(&mut buf[kept..]).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                let end = kept + n;
-                if finder.find(&buf[..end]).is_some() {
-                    found.push(path.display().to_string());
-                    break;
-                }
-                let tail = needle.len().min(end);
-                buf.copy_within(end - tail..end, 0);
-                kept = tail;
-            }
-        }
-    }
-    found
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_live_in_computers_memory_and_nowhere_on_disk() {

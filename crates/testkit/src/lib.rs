@@ -9,6 +9,7 @@
 pub mod computer;
 pub mod model;
 pub mod process;
+pub mod scan;
 
 use std::net::SocketAddr;
 

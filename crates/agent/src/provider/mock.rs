@@ -125,10 +125,12 @@ fn summarise(results: &[Block]) -> String {
             lines.push(text);
         }
     }
+    // The reply says what answered it: no model is behind it.
+    let done = "Done (mock agent: no model key is configured).";
     if lines.is_empty() {
-        "Done.".to_owned()
+        done.to_owned()
     } else {
-        format!("Done.\n\n{}", lines.join("\n\n"))
+        format!("{done}\n\n{}", lines.join("\n\n"))
     }
 }
 
