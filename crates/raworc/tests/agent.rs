@@ -976,3 +976,94 @@ async fn a_message_to_a_closed_session_restores_it_and_is_answered() {
     assert_eq!(s.body["state"], "running");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mock_agent_opens_a_page_in_the_browser() {
+    let app = mock_app().await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    app.run(
+        &token,
+        &id,
+        "echo '<title>opened-by-the-mock</title><h1>hello</h1>' > /session/data/page.html",
+    )
+    .await;
+    let seq = post_message(&app, &id, "open file:///session/data/page.html").await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert_eq!(reply["metadata"]["steps"], 2, "{reply}");
+    // The browser shows the page: its window is named after the page's title.
+    await_some("the page in the browser", 30, || async {
+        let out = app
+            .run(
+                &token,
+                &id,
+                "xdotool search --name opened-by-the-mock >/dev/null && echo shown || true",
+            )
+            .await;
+        (out.trim() == "shown").then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_are_bounded_and_usage_is_counted() {
+    let looping: Vec<Step> = (0..3)
+        .map(|_| Step::Reply {
+            content: vec![tool("bash", json!({"command": "true"}))],
+            stop_reason: "tool_use".into(),
+        })
+        .collect();
+    let model = ScriptedModel::start(looping).await.with_key(KEY);
+    let base = model.base_url();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        raworc_testkit::computer::enable(c, Path::new(RAWORC));
+        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
+        c.anthropic_base_url = base;
+        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        c.agent_max_steps = 2;
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let seq = post_message(&app, &id, "Loop forever.").await;
+    let reply = reply_to(&app, &id, seq).await;
+    assert!(
+        reply["content"]
+            .as_str()
+            .unwrap()
+            .contains("Stopped after 2 steps"),
+        "{reply}"
+    );
+    assert_eq!(reply["metadata"]["steps"], 2);
+    assert_eq!(model.requests().len(), 2, "no third model call");
+    // Token usage shows in the metrics.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let calls = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("raworc_agent_model_calls_total{") && l.contains("provider=\"anthropic\"")
+        })
+        .unwrap_or_else(|| panic!("no model calls in {metrics}"));
+    assert!(calls.ends_with(" 2"), "{calls}");
+    let output = metrics
+        .lines()
+        .find(|l| l.starts_with("raworc_agent_tokens_total{") && l.contains("kind=\"output\""))
+        .expect("output tokens");
+    let n: f64 = output.rsplit(' ').next().unwrap().parse().unwrap();
+    let per_call = reply["metadata"]["usage"]["output_tokens"]
+        .as_f64()
+        .unwrap();
+    assert!(n > 0.0 && n == per_call, "{output} vs {per_call}");
+    app.stop().await;
+}
