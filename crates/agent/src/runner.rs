@@ -227,18 +227,8 @@ impl Answer<'_> {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
+                    self.error_event("model", &e.to_string()).await?;
                     let text = format!("I could not reach the model: {e}");
-                    self.shared
-                        .store
-                        .append_events(
-                            self.id(),
-                            vec![NewEvent::new(
-                                event_kind::ERROR,
-                                e.to_string(),
-                                json!({"source": "model"}),
-                            )],
-                        )
-                        .await?;
                     return self.finish(text, true).await;
                 }
             };
@@ -358,19 +348,19 @@ impl Answer<'_> {
         }
     }
 
-    /// Answers with an error: an `error` event and a reply that says why.
-    async fn fail(&self, reason: &str) -> raworc_store::Result<()> {
+    /// Records an `error` event; `source` says where it came from.
+    async fn error_event(&self, source: &str, message: &str) -> raworc_store::Result<()> {
+        let event = NewEvent::new(event_kind::ERROR, message, json!({ "source": source }));
         self.shared
             .store
-            .append_events(
-                self.id(),
-                vec![NewEvent::new(
-                    event_kind::ERROR,
-                    reason,
-                    json!({"source": "computer"}),
-                )],
-            )
+            .append_events(self.id(), vec![event])
             .await?;
+        Ok(())
+    }
+
+    /// Answers with an error: an `error` event and a reply that says why.
+    async fn fail(&self, reason: &str) -> raworc_store::Result<()> {
+        self.error_event("computer", reason).await?;
         self.finish(format!("I could not work on this: {reason}"), true)
             .await
     }

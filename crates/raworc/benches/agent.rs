@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use raworc_testkit::model::{ScriptedModel, Step};
-use raworc_testkit::{Backend, StatusCode, TestApp};
+use raworc_testkit::{Backend, TestApp};
 use serde_json::{json, Value};
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
@@ -150,18 +150,6 @@ impl Events {
     }
 }
 
-async fn post(app: &TestApp, id: &str, content: &str) -> Instant {
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/messages"),
-            Some(&app.admin_token),
-            json!({ "content": content }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    Instant::now()
-}
-
 /// Per-step overhead: accepted → tool run → `tool_result` streamed.
 async fn steps() {
     let mut script = Vec::new();
@@ -185,7 +173,8 @@ async fn steps() {
         let mut whole = Vec::new();
         for _ in 0..STEPS {
             let start = Instant::now();
-            let accepted = post(&app, &id, label).await;
+            app.post_message(&id, label).await;
+            let accepted = Instant::now();
             let (_, used) = events.next("tool_use").await;
             let (_, result) = events.next("tool_result").await;
             let (_, complete) = events.next("complete").await;
@@ -248,7 +237,7 @@ async fn settles() {
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); actions.len()];
     for _ in 0..SETTLES {
         for (i, _) in actions.iter().enumerate() {
-            post(&app, &id, "act").await;
+            app.post_message(&id, "act").await;
             let (_, used) = events.next("tool_use").await;
             let (_, result) = events.next("tool_result").await;
             events.next("complete").await;
@@ -292,54 +281,21 @@ async fn fleet() {
     let start = Instant::now();
     let mut seqs = Vec::new();
     for id in &ids {
-        let r = app
-            .post(
-                &format!("/api/v0/sessions/{id}/messages"),
-                Some(&token),
-                json!({"content": "work"}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED);
-        seqs.push(r.body["seq"].as_i64().expect("seq"));
+        seqs.push(app.post_message(id, "work").await);
     }
     let mut durations = Vec::new();
     let mut errors = 0;
     for (id, seq) in ids.iter().zip(&seqs) {
-        let reply = loop {
-            let r = app
-                .get(
-                    &format!("/api/v0/sessions/{id}/messages?after={seq}"),
-                    Some(&token),
-                )
-                .await;
-            let found = r.body.as_array().and_then(|list| {
-                list.iter()
-                    .find(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == *seq)
-                    .cloned()
-            });
-            if let Some(m) = found {
-                break m;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(300),
-                "a reply in time"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let reply = app.reply_to(id, *seq, 300).await;
         durations.push(Duration::from_millis(
             reply["metadata"]["duration_ms"].as_u64().unwrap_or(0),
         ));
-        let events = app
-            .get(
-                &format!("/api/v0/sessions/{id}/events?limit=1000"),
-                Some(&token),
-            )
-            .await;
-        errors += events
-            .body
-            .as_array()
-            .map(|l| l.iter().filter(|e| e["type"] == "error").count())
-            .unwrap_or(0);
+        errors += app
+            .events(id)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "error")
+            .count();
     }
     let wall = start.elapsed();
     summary(

@@ -119,47 +119,6 @@ fn answered(request: &raworc_testkit::model::Recorded, provider: Provider) -> (V
     }
 }
 
-async fn post_message(app: &TestApp, id: &str, content: &str) -> i64 {
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/messages"),
-            Some(&app.admin_token),
-            json!({ "content": content }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    r.body["seq"].as_i64().expect("seq")
-}
-
-/// The assistant's reply to message `seq`, once written.
-async fn reply_to(app: &TestApp, id: &str, seq: i64) -> Value {
-    await_some("the agent's reply", 120, || async {
-        let r = app
-            .get(
-                &format!("/api/v0/sessions/{id}/messages?after={seq}"),
-                Some(&app.admin_token),
-            )
-            .await;
-        r.body
-            .as_array()?
-            .iter()
-            .find(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == seq)
-            .cloned()
-    })
-    .await
-}
-
-async fn events(app: &TestApp, id: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/api/v0/sessions/{id}/events?limit=1000"),
-            Some(&app.admin_token),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body.as_array().expect("a list").clone()
-}
-
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["type"].as_str()).collect()
 }
@@ -173,13 +132,13 @@ async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() 
     let id = app.session(&token, json!({"name": "mock"})).await;
     app.await_state(&token, &id, "running").await;
 
-    let seq = post_message(
-        &app,
-        &id,
-        "run `echo made-by-the-agent > /session/data/agent.txt && cat /session/data/agent.txt`",
-    )
-    .await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app
+        .post_message(
+            &id,
+            "run `echo made-by-the-agent > /session/data/agent.txt && cat /session/data/agent.txt`",
+        )
+        .await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert!(
         reply["content"]
             .as_str()
@@ -201,9 +160,9 @@ async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() 
         "made-by-the-agent"
     );
 
-    let seq = post_message(&app, &id, "take a screenshot").await;
-    reply_to(&app, &id, seq).await;
-    let all = events(&app, &id).await;
+    let seq = app.post_message(&id, "take a screenshot").await;
+    app.reply_to(&id, seq, 120).await;
+    let all = app.events(&id).await;
     let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let k = kinds(&all);
@@ -290,9 +249,9 @@ async fn streams_resume_without_gaps_or_repeats() {
     let first = read_sse(&app, &url, None, 3).await;
     assert_eq!(first, [1, 2, 3]);
     // Work happens while nobody listens.
-    let seq = post_message(&app, &id, "run `echo one`").await;
-    reply_to(&app, &id, seq).await;
-    let total = events(&app, &id).await.len();
+    let seq = app.post_message(&id, "run `echo one`").await;
+    app.reply_to(&id, seq, 120).await;
+    let total = app.events(&id).await.len();
     assert!(total > 5);
     // The reconnecting client gets exactly the rest, in order.
     let rest = read_sse(&app, &url, Some(3), total - 3).await;
@@ -311,7 +270,7 @@ async fn streams_resume_without_gaps_or_repeats() {
     .await
     .unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "pong");
-    let seq = post_message(&app, &id, "run `echo two`").await;
+    let seq = app.post_message(&id, "run `echo two`").await;
     let mut seen = Vec::new();
     loop {
         let u = next_json(&mut ws).await;
@@ -324,18 +283,18 @@ async fn streams_resume_without_gaps_or_repeats() {
     }
     let expected: Vec<i64> = ((total as i64 + 1)..=*seen.last().unwrap()).collect();
     assert_eq!(seen, expected);
-    reply_to(&app, &id, seq).await;
+    app.reply_to(&id, seq, 120).await;
     // A WebSocket client that drops mid-task and comes back with `after`
     // gets the rest: together, every event once, in order.
     let last = *seen.last().unwrap();
-    let seq = post_message(&app, &id, "run `echo three`").await;
+    let seq = app.post_message(&id, "run `echo three`").await;
     let mut first = Vec::new();
     while first.len() < 2 {
         let u = next_json(&mut ws).await;
         first.push(u["seq"].as_i64().unwrap());
     }
     drop(ws);
-    reply_to(&app, &id, seq).await;
+    app.reply_to(&id, seq, 120).await;
     let after = *first.last().unwrap();
     let ws_url = format!(
         "ws://{}/ws/{id}/stream?after={after}&token={token}",
@@ -427,8 +386,8 @@ async fn scripted_work(provider: Provider, stream: bool) {
         .session(&token, json!({"instructions": "Be brief and careful."}))
         .await;
     app.await_state(&token, &id, "running").await;
-    let seq = post_message(&app, &id, "Make the notes and edit them.").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app.post_message(&id, "Make the notes and edit them.").await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["content"], "All done: notes edited.");
     assert_eq!(reply["metadata"]["steps"], 5);
     assert!(
@@ -574,18 +533,18 @@ async fn faults(provider: Provider) {
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
     // Five transient faults in a row, then an answer: all retried.
-    let seq = post_message(&app, &id, "hello").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app.post_message(&id, "hello").await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["content"], "Recovered.");
     // A refusal: reported as an error event and a reply, the message kept.
-    let seq = post_message(&app, &id, "again").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app.post_message(&id, "again").await;
+    let reply = app.reply_to(&id, seq, 120).await;
     let content = reply["content"].as_str().unwrap();
     assert!(
         content.contains("401") && content.contains("invalid x-api-key"),
         "{content}"
     );
-    let all = events(&app, &id).await;
+    let all = app.events(&id).await;
     assert!(all.iter().any(|e| e["type"] == "error"));
     let msgs = app
         .get(&format!("/api/v0/sessions/{id}/messages"), Some(&token))
@@ -641,7 +600,7 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
     let token = app.admin_token.clone();
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
-    let seq = post_message(&app, &id, "Do the long thing.").await;
+    let seq = app.post_message(&id, "Do the long thing.").await;
     // Kill the control plane while the tool runs in the computer.
     await_some("the tool to start", 60, || async {
         let out = app
@@ -654,7 +613,7 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
 
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let app = server.app(&db).await;
-    let reply = reply_to(&app, &id, seq).await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["content"], "Picked up after the restart.");
     // The tool was not run again: one start (the first run finishes on its own).
     let runs = await_some("the first run to end", 30, || async {
@@ -738,9 +697,9 @@ async fn cancel_stops_the_agent_at_its_next_step() {
         .await;
     assert_eq!(idle.status, StatusCode::ACCEPTED);
     assert_eq!(idle.body["cancelled"], false, "nothing to cancel yet");
-    let seq = post_message(&app, &id, "Do two things.").await;
+    let seq = app.post_message(&id, "Do two things.").await;
     await_some("the first tool to start", 60, || async {
-        let all = events(&app, &id).await;
+        let all = app.events(&id).await;
         all.iter().any(|e| e["type"] == "tool_use").then_some(())
     })
     .await;
@@ -753,7 +712,7 @@ async fn cancel_stops_the_agent_at_its_next_step() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["cancelled"], true);
-    let reply = reply_to(&app, &id, seq).await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert!(
         reply["content"].as_str().unwrap().contains("cancelled"),
         "{reply}"
@@ -781,8 +740,8 @@ async fn cancel_stops_the_agent_at_its_next_step() {
     })
     .await;
     // The next message goes on from a well-formed conversation.
-    let seq = post_message(&app, &id, "Are you there?").await;
-    assert_eq!(reply_to(&app, &id, seq).await["content"], "Ready again.");
+    let seq = app.post_message(&id, "Are you there?").await;
+    assert_eq!(app.reply_to(&id, seq, 120).await["content"], "Ready again.");
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     let results = &model.requests()[1].body["messages"][2]["content"];
     assert_eq!(results[1]["is_error"], true);
@@ -826,8 +785,8 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
     let token = app.admin_token.clone();
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
-    let seq = post_message(&app, &id, "Click the middle.").await;
-    assert_eq!(reply_to(&app, &id, seq).await["content"], "Scaled.");
+    let seq = app.post_message(&id, "Click the middle.").await;
+    assert_eq!(app.reply_to(&id, seq, 120).await["content"], "Scaled.");
     let requests = model.requests();
     // Told of WXGA, the size of the same shape that models do best at.
     let computer = &requests[0].body["tools"][0];
@@ -922,18 +881,18 @@ async fn secrets_the_agent_prints_are_kept_out_of_replies_events_and_disk() {
         .session(&token, json!({"secrets": {"TOKEN": SECRET}}))
         .await;
     app.await_state(&token, &id, "running").await;
-    let seq = post_message(
-        &app,
-        &id,
-        "run `cat /session/secrets/TOKEN; echo; echo \"$TOKEN\"`",
-    )
-    .await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app
+        .post_message(
+            &id,
+            "run `cat /session/secrets/TOKEN; echo; echo \"$TOKEN\"`",
+        )
+        .await;
+    let reply = app.reply_to(&id, seq, 120).await;
     let content = reply["content"].as_str().unwrap();
     // The command saw the secret (twice), and the reply names it instead.
     assert_eq!(content.matches("[secret TOKEN]").count(), 2, "{content}");
     assert!(!content.contains(SECRET));
-    let all = events(&app, &id).await;
+    let all = app.events(&id).await;
     assert!(!serde_json::to_string(&all).unwrap().contains(SECRET));
     let msgs = app
         .get(&format!("/api/v0/sessions/{id}/messages"), Some(&token))
@@ -964,8 +923,8 @@ async fn a_message_to_a_closed_session_restores_it_and_is_answered() {
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
     app.close(&token, &id).await;
-    let seq = post_message(&app, &id, "run `echo back-again`").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app.post_message(&id, "run `echo back-again`").await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert!(
         reply["content"].as_str().unwrap().contains("back-again"),
         "{reply}"
@@ -989,8 +948,10 @@ async fn the_mock_agent_opens_a_page_in_the_browser() {
         "echo '<title>opened-by-the-mock</title><h1>hello</h1>' > /session/data/page.html",
     )
     .await;
-    let seq = post_message(&app, &id, "open file:///session/data/page.html").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app
+        .post_message(&id, "open file:///session/data/page.html")
+        .await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["metadata"]["steps"], 2, "{reply}");
     // The browser shows the page: its window is named after the page's title.
     await_some("the page in the browser", 30, || async {
@@ -1028,8 +989,8 @@ async fn steps_are_bounded_and_usage_is_counted() {
     let token = app.admin_token.clone();
     let id = app.session(&token, json!({})).await;
     app.await_state(&token, &id, "running").await;
-    let seq = post_message(&app, &id, "Loop forever.").await;
-    let reply = reply_to(&app, &id, seq).await;
+    let seq = app.post_message(&id, "Loop forever.").await;
+    let reply = app.reply_to(&id, seq, 120).await;
     assert!(
         reply["content"]
             .as_str()

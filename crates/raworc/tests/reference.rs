@@ -440,29 +440,8 @@ async fn play_ours(app: &TestApp, model: &ScriptedModel, script: &[Call]) -> Vec
     let id = running_session(app).await;
     let mut played = Vec::new();
     for (i, call) in script.iter().enumerate() {
-        let r = app
-            .post(
-                &format!("/api/v0/sessions/{id}/messages"),
-                Some(&app.admin_token),
-                json!({ "content": format!("step {i}") }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        let seq = r.body["seq"].as_i64().expect("seq");
-        await_some(&format!("the reply to step {i}"), 300, || async {
-            let r = app
-                .get(
-                    &format!("/api/v0/sessions/{id}/messages?after={seq}"),
-                    Some(&app.admin_token),
-                )
-                .await;
-            r.body
-                .as_array()?
-                .iter()
-                .any(|m| m["role"] == "assistant" && m["metadata"]["reply_to"] == seq)
-                .then_some(())
-        })
-        .await;
+        let seq = app.post_message(&id, &format!("step {i}")).await;
+        app.reply_to(&id, seq, 300).await;
         let screen = screen_after(app, &id, call).await;
         let requests = model.requests();
         assert_eq!(requests.len(), 2 * i + 2, "step {i}: model requests");

@@ -6,6 +6,7 @@
 //! `RAWORC_TEST_MYSQL_URL`. A listed database that cannot be reached fails
 //! the test rather than skipping it.
 
+pub mod agent;
 pub mod computer;
 pub mod model;
 pub mod process;

@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
-use super::sse::SseReader;
+use super::sse::SseStream;
 use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy};
 use crate::wire::{Block, StopReason, Usage};
 
@@ -49,10 +48,7 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(config: AnthropicConfig) -> Anthropic {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let http = super::http_client();
         Anthropic { config, http }
     }
 
@@ -99,13 +95,7 @@ impl Anthropic {
         if self.config.stream {
             read_stream(response).await
         } else {
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| AttemptError::transient("connection_error", e.to_string()))?;
-            let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                AttemptError::transient("malformed_response", format!("not JSON: {e}"))
-            })?;
+            let message = super::json_body(response).await?;
             parse_message(&message)
         }
     }
@@ -196,8 +186,7 @@ impl Partial {
 /// Reads a streamed message: blocks assembled from their deltas; a stream
 /// that ends before `message_stop` or carries an `error` event failed.
 async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptError> {
-    let mut bytes = response.bytes_stream();
-    let mut reader = SseReader::default();
+    let mut events = SseStream::new(response, "message_stop");
     let mut blocks: Vec<Option<Partial>> = Vec::new();
     let mut done: Vec<(usize, Block)> = Vec::new();
     let mut usage = Usage::default();
@@ -205,23 +194,7 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
     let mut stop: Option<String> = None;
     let malformed = |what: String| AttemptError::transient("malformed_response", what);
     loop {
-        let Some(event) = reader.next_event() else {
-            match bytes.next().await {
-                Some(Ok(chunk)) => {
-                    reader.push(&chunk);
-                    continue;
-                }
-                Some(Err(e)) => {
-                    return Err(AttemptError::transient("stream_cut", e.to_string()));
-                }
-                None => {
-                    return Err(AttemptError::transient(
-                        "stream_cut",
-                        "the stream ended before message_stop",
-                    ))
-                }
-            }
-        };
+        let event = events.next().await?;
         let data: Value = serde_json::from_str(&event.data)
             .map_err(|e| malformed(format!("stream event is not JSON: {e}")))?;
         let kind = data["type"]

@@ -66,6 +66,27 @@ pub trait Model: Send + Sync {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
 }
 
+/// The HTTP client of a provider: a short connect timeout (the request's
+/// own timeout is per call).
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap_or_default()
+}
+
+/// A whole JSON answer; one cut short or not JSON is worth another try.
+pub(crate) async fn json_body(
+    response: reqwest::Response,
+) -> Result<serde_json::Value, AttemptError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| AttemptError::transient("connection_error", e.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AttemptError::transient("malformed_response", format!("not JSON: {e}")))
+}
+
 /// One failed attempt: whether to try again and after how long at least.
 #[derive(Debug)]
 pub(crate) struct AttemptError {

@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
-use super::sse::SseReader;
+use super::sse::SseStream;
 use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy};
 use crate::tools::{ToolSet, EDITOR};
 use crate::wire::{
@@ -207,6 +206,15 @@ fn finish_reason(reason: &str) -> StopReason {
     }
 }
 
+/// Why the model stopped: as the server says, else by whether it asked for tools.
+fn stop_of(finish: Option<&str>, content: &[Block]) -> StopReason {
+    match finish {
+        Some(r) => finish_reason(r),
+        None if content.iter().any(|b| b.as_tool_use().is_some()) => StopReason::ToolUse,
+        None => StopReason::EndTurn,
+    }
+}
+
 /// A tool call's arguments: a JSON string per the spec; some servers send an object.
 fn arguments(v: &Value) -> Result<Value, AttemptError> {
     match v {
@@ -265,15 +273,9 @@ fn parse_completion(v: &Value) -> Result<ModelReply, AttemptError> {
             arguments(&call["function"]["arguments"])?,
         ));
     }
-    let has_calls = content.iter().any(|b| b.as_tool_use().is_some());
-    let stop = match choice["finish_reason"].as_str() {
-        Some(r) => finish_reason(r),
-        None if has_calls => StopReason::ToolUse,
-        None => StopReason::EndTurn,
-    };
     Ok(ModelReply {
+        stop_reason: stop_of(choice["finish_reason"].as_str(), &content),
         content,
-        stop_reason: stop,
         usage: usage_of(&v["usage"]),
         model: v["model"].as_str().unwrap_or_default().to_owned(),
         attempts: 1,
@@ -288,29 +290,14 @@ struct PartialCall {
 }
 
 async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptError> {
-    let mut bytes = response.bytes_stream();
-    let mut reader = SseReader::default();
+    let mut events = SseStream::new(response, "[DONE]");
     let mut text = String::new();
     let mut calls: Vec<PartialCall> = Vec::new();
     let mut finish: Option<String> = None;
     let mut usage = Usage::default();
     let mut model = String::new();
     loop {
-        let Some(event) = reader.next_event() else {
-            match bytes.next().await {
-                Some(Ok(chunk)) => {
-                    reader.push(&chunk);
-                    continue;
-                }
-                Some(Err(e)) => return Err(AttemptError::transient("stream_cut", e.to_string())),
-                None => {
-                    return Err(AttemptError::transient(
-                        "stream_cut",
-                        "the stream ended before [DONE]",
-                    ))
-                }
-            }
-        };
+        let event = events.next().await?;
         if event.data.trim() == "[DONE]" {
             break;
         }
@@ -368,15 +355,9 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
         let input = arguments(&Value::String(call.arguments))?;
         content.push(call_block(call.id.as_deref(), &call.name, input));
     }
-    let has_calls = content.iter().any(|b| b.as_tool_use().is_some());
-    let stop = match finish.as_deref() {
-        Some(r) => finish_reason(r),
-        None if has_calls => StopReason::ToolUse,
-        None => StopReason::EndTurn,
-    };
     Ok(ModelReply {
+        stop_reason: stop_of(finish.as_deref(), &content),
         content,
-        stop_reason: stop,
         usage,
         model,
         attempts: 1,
@@ -385,10 +366,7 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
 
 impl OpenAi {
     pub fn new(config: OpenAiConfig) -> OpenAi {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let http = super::http_client();
         OpenAi { config, http }
     }
 
@@ -446,13 +424,7 @@ impl OpenAi {
         if self.config.stream {
             read_stream(response).await
         } else {
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| AttemptError::transient("connection_error", e.to_string()))?;
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                AttemptError::transient("malformed_response", format!("not JSON: {e}"))
-            })?;
+            let v = super::json_body(response).await?;
             parse_completion(&v)
         }
     }

@@ -3,6 +3,47 @@
 //! comment lines.
 
 use bytes::BytesMut;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::AttemptError;
+
+/// The events of a streamed answer; a stream that breaks or ends before
+/// its last event failed (and is worth another try).
+pub(crate) struct SseStream {
+    bytes: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    reader: SseReader,
+    /// What the stream should have sent before ending, for the error.
+    last: &'static str,
+}
+
+impl SseStream {
+    pub(crate) fn new(response: reqwest::Response, last: &'static str) -> SseStream {
+        SseStream {
+            bytes: response.bytes_stream().boxed(),
+            reader: SseReader::default(),
+            last,
+        }
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<SseEvent, AttemptError> {
+        loop {
+            if let Some(event) = self.reader.next_event() {
+                return Ok(event);
+            }
+            match self.bytes.next().await {
+                Some(Ok(chunk)) => self.reader.push(&chunk),
+                Some(Err(e)) => return Err(AttemptError::transient("stream_cut", e.to_string())),
+                None => {
+                    return Err(AttemptError::transient(
+                        "stream_cut",
+                        format!("the stream ended before {}", self.last),
+                    ))
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct SseEvent {
