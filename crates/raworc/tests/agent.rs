@@ -189,16 +189,26 @@ async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() 
     let png = r.bytes().await.unwrap();
     let image = raworc_testkit::computer::Image::decode(&png);
     assert!(image.shows_painted_desktop());
-    // Busy went up and down.
-    let busy: Vec<bool> = all
-        .iter()
-        .filter(|e| e["type"] == "state")
-        .filter_map(|e| e["metadata"]["busy"].as_bool())
-        .collect();
-    assert!(
-        busy.contains(&true) && busy.last() == Some(&false),
-        "{busy:?}"
-    );
+    // Busy went up, and comes down once the work is done.
+    let busy = await_some("busy to come down", 30, || async {
+        let busy: Vec<bool> = app
+            .events(&id)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "state")
+            .filter_map(|e| e["metadata"]["busy"].as_bool())
+            .collect();
+        (busy.last() == Some(&false)).then_some(busy)
+    })
+    .await;
+    assert!(busy.contains(&true), "{busy:?}");
+    // Deleting the session deletes its screenshots.
+    assert!(app.data_dir.join("shots").join(&id).exists());
+    let r = app
+        .delete(&format!("/api/v0/sessions/{id}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!app.data_dir.join("shots").join(&id).exists());
     app.stop().await;
 }
 

@@ -221,7 +221,20 @@ pub async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Session>> {
-    transition(&state, &audit, &principal, id, SessionTransition::Delete).await
+    let deleted = transition(
+        &state,
+        &audit,
+        &principal,
+        id.clone(),
+        SessionTransition::Delete,
+    )
+    .await?;
+    if let Some(agents) = &state.agents {
+        // Its agent stops at the next step; its screenshots go with it.
+        agents.cancel(&id);
+        agents.shots().remove_session(&id).await;
+    }
+    Ok(deleted)
 }
 
 /// Pauses (`paused`) or resumes (`running`) a session.
