@@ -7,7 +7,7 @@ use base64::Engine as _;
 use raworc_store::{MessageRow, StepRow};
 
 use crate::shots::Shots;
-use crate::wire::{Block, ImageSource, KnownBlock, Role, ToolResultContent, Turn};
+use crate::wire::{Block, ImageSource, KnownBlock, ToolResultContent, Turn};
 
 /// Step kinds as stored.
 pub mod step {
@@ -64,8 +64,12 @@ pub fn conversation(messages: &[MessageRow], steps: &[StepRow], current: i64) ->
         for s in steps.iter().filter(|s| s.message_seq == m.seq) {
             match s.kind.as_str() {
                 step::ASSISTANT => {
+                    // An empty turn (the model may end one without content)
+                    // would make the next request invalid: it is left out.
                     if let Ok(content) = serde_json::from_value::<Vec<Block>>(s.body.clone()) {
-                        push(&mut turns, Turn::assistant(content));
+                        if !content.is_empty() {
+                            push(&mut turns, Turn::assistant(content));
+                        }
                     }
                 }
                 step::TOOL_RESULT => {
@@ -155,22 +159,23 @@ pub async fn attach_images(turns: &mut [Turn], shots: &Shots, session_id: &str, 
     }
 }
 
-/// Whether the last turn is the model's and asks for tools.
-pub fn pending_tool_uses(turns: &[Turn]) -> Vec<(String, String, serde_json::Value)> {
-    match turns.last() {
-        Some(t) if t.role == Role::Assistant => t
-            .tool_uses()
-            .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Role;
     use raworc_api::MessageRole;
     use serde_json::json;
+
+    /// Whether the last turn is the model's and asks for tools.
+    fn pending_tool_uses(turns: &[Turn]) -> Vec<(String, String, serde_json::Value)> {
+        match turns.last() {
+            Some(t) if t.role == Role::Assistant => t
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 
     fn msg(seq: i64, text: &str) -> MessageRow {
         MessageRow {
@@ -233,6 +238,18 @@ mod tests {
         assert!(pending_tool_uses(&turns).is_empty());
         let turns = conversation(&messages, &steps[..1], 1);
         assert_eq!(pending_tool_uses(&turns)[0].0, "t1");
+    }
+
+    #[test]
+    fn empty_model_turns_are_left_out() {
+        let steps = vec![
+            st(1, 1, step::ASSISTANT, json!([])),
+            st(1, 2, step::REPLY, json!({"text": "(no reply)"})),
+        ];
+        let turns = conversation(&[msg(1, "a"), msg(3, "b")], &steps, 3);
+        let roles: Vec<Role> = turns.iter().map(|t| t.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        assert_eq!(turns[1].text(), "(no reply)");
     }
 
     #[tokio::test]

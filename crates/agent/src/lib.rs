@@ -2,7 +2,7 @@
 //! called from here (its key never enters a computer), and each tool call
 //! runs in the session's computer through the host channel.
 //!
-//! - [`provider`]: the models (Anthropic, the mock agent)
+//! - [`provider`]: the models (Anthropic, OpenAI-compatible servers, the mock agent)
 //! - [`tools`]: the computer, bash and editor tools, declared and run
 //! - [`context`]: the conversation rebuilt from the store for each turn
 //! - [`runner`]: the loop that answers each user message exactly once
@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use raworc_runtime::Runtime;
 use raworc_store::Store;
 
@@ -160,12 +161,27 @@ impl Agents {
     }
 
     async fn run_worker(self, id: String, cancel: Arc<runner::Cancel>) {
+        let mut failures = 0u32;
         loop {
-            if let Err(e) = runner::work(&self.shared, &id, &cancel).await {
-                tracing::warn!(session = %id, error = %e, "the agent's work failed; retrying shortly");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            // A panic (a bug) must not leave the session's entry behind:
+            // every later wake would then find a worker that is gone.
+            let outcome = std::panic::AssertUnwindSafe(runner::work(&self.shared, &id, &cancel))
+                .catch_unwind()
+                .await;
+            let failed = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the agent's worker panicked".to_owned()),
+            };
+            if let Some(error) = failed {
+                failures += 1;
+                // Back off: a store that keeps failing is not hammered.
+                let wait = Duration::from_secs(1 << failures.min(5));
+                tracing::warn!(session = %id, %error, retry_in_s = wait.as_secs(), "the agent's work failed; retrying");
+                tokio::time::sleep(wait).await;
                 continue;
             }
+            failures = 0;
             let mut workers = self.workers();
             match workers.get_mut(&id) {
                 Some(w) if w.again => w.again = false,
@@ -187,11 +203,6 @@ impl Agents {
             }
             None => false,
         }
-    }
-
-    /// Whether the agent of session `id` is working.
-    pub fn is_working(&self, id: &str) -> bool {
-        self.workers().contains_key(id)
     }
 
     /// Wakes every session with unanswered messages (at start-up), after

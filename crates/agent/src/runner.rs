@@ -27,9 +27,13 @@ use crate::tools::{ToolOutcome, ToolSet, Tools};
 use crate::wire::{Block, KnownBlock, StopReason, ToolResultContent, Turn, Usage};
 use crate::Shared;
 
-/// What a tool whose run a crash or stop interrupted is answered with.
-pub const INTERRUPTED: &str = "The tool was interrupted by a restart of the server before it \
-returned; it may or may not have taken effect. Check the state before retrying.";
+/// What a tool whose run a crash, a stop or a failure interrupted is answered with.
+pub const INTERRUPTED: &str = "The tool was interrupted before it returned (the server \
+restarted or failed); it may or may not have taken effect. Check the state before retrying.";
+/// User messages (with the agent's steps for them) the model is shown.
+const HISTORY_MESSAGES: u32 = 20;
+/// What an empty final turn of the model is answered with.
+const NO_REPLY: &str = "(The model ended its turn without a reply.)";
 /// What a tool skipped because the user cancelled is answered with.
 pub const CANCELLED_TOOL: &str = "Not run: the user cancelled the task.";
 
@@ -72,6 +76,8 @@ pub(crate) async fn work(shared: &Shared, id: &str, cancel: &Cancel) -> raworc_s
             return Ok(());
         };
         if session.state == SessionState::Deleted {
+            // Screenshots a step took while the session was being deleted.
+            shared.shots.remove_session(id).await;
             return Ok(());
         }
         let Some(message) = shared
@@ -91,6 +97,7 @@ pub(crate) async fn work(shared: &Shared, id: &str, cancel: &Cancel) -> raworc_s
             started: Instant::now(),
             usage: Usage::default(),
             model_turns: 0,
+            model_attempts: 0,
             model_name: shared.model.model().to_owned(),
         };
         answer.run().await?;
@@ -106,6 +113,8 @@ struct Answer<'a> {
     started: Instant,
     usage: Usage,
     model_turns: u32,
+    /// Model calls made, retries included.
+    model_attempts: u32,
     model_name: String,
 }
 
@@ -145,9 +154,14 @@ impl Answer<'_> {
     }
 
     async fn run(mut self) -> raworc_store::Result<()> {
-        let host = match self.computer().await {
-            Ok(host) => host,
-            Err(reason) => return self.fail(&reason).await,
+        let host = tokio::select! {
+            host = self.computer() => match host {
+                Ok(host) => host,
+                Err(reason) => return self.fail(&reason).await,
+            },
+            _ = self.cancel.wait() => {
+                return self.finish("Stopped: the task was cancelled.".to_owned(), true).await;
+            }
         };
         let redactor = Redactor::new(self.shared.hooks.session_secrets(self.id()).await);
         let toolset = ToolSet::for_model(
@@ -166,11 +180,21 @@ impl Answer<'_> {
             toolset.display_width,
             toolset.display_height,
         );
+        // Set after a paused turn, which the model goes on with.
+        let mut paused = false;
         loop {
+            // The conversation the model sees: the latest user messages and
+            // the agent's steps for them.
+            let messages = self
+                .shared
+                .store
+                .recent_user_messages(self.id(), self.message.seq, HISTORY_MESSAGES)
+                .await?;
+            let first = messages.first().map_or(self.message.seq, |m| m.seq);
             let steps = self
                 .shared
                 .store
-                .agent_steps(self.id(), self.message.seq)
+                .agent_steps(self.id(), first, self.message.seq)
                 .await?;
             let mine: Vec<_> = steps
                 .iter()
@@ -186,9 +210,10 @@ impl Answer<'_> {
                 }
                 continue;
             }
-            if let Some(text) = finished_turn(&mine) {
+            if let Some(text) = finished_turn(&mine).filter(|_| !paused) {
                 return self.finish(text, false).await;
             }
+            paused = false;
             self.model_turns = mine.iter().filter(|s| s.kind == step::ASSISTANT).count() as u32;
             if self.cancel.is_set() {
                 return self
@@ -202,11 +227,6 @@ impl Answer<'_> {
                 );
                 return self.finish(text, true).await;
             }
-            let messages = self
-                .shared
-                .store
-                .list_messages(self.id(), None, 10_000, 0)
-                .await?;
             let mut turns = context::conversation(&messages, &steps, self.message.seq);
             context::attach_images(
                 &mut turns,
@@ -233,12 +253,14 @@ impl Answer<'_> {
                 }
             };
             self.usage.add(reply.usage);
+            self.model_attempts += reply.attempts;
             if !reply.model.is_empty() {
                 self.model_name = reply.model.clone();
             }
+            // Labelled with the configured model: what a server answers is not trusted.
             self.shared.hooks.model_usage(
                 self.shared.model.provider(),
-                &self.model_name,
+                self.shared.model.model(),
                 reply.usage,
             );
             let content = reply.content;
@@ -261,6 +283,7 @@ impl Answer<'_> {
                 .collect();
             if calls.is_empty() {
                 if reply.stop_reason == StopReason::PauseTurn {
+                    paused = true;
                     continue;
                 }
                 let text = Turn::assistant(content).text();
@@ -318,6 +341,12 @@ impl Answer<'_> {
     /// Answers the message with `text`; `as_step` stores the text as the
     /// conversation's last turn too (when the model did not write it).
     async fn finish(&self, text: String, as_step: bool) -> raworc_store::Result<()> {
+        // An empty answer is no answer: say so, and keep it in the conversation.
+        let (text, as_step) = if text.trim().is_empty() {
+            (NO_REPLY.to_owned(), true)
+        } else {
+            (text, as_step)
+        };
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let usage = serde_json::to_value(self.usage).unwrap_or(Value::Null);
         let metadata = json!({
@@ -325,6 +354,7 @@ impl Answer<'_> {
             "provider": self.shared.model.provider(),
             "model": self.model_name,
             "steps": self.model_turns,
+            "model_attempts": self.model_attempts,
             "usage": usage,
             "duration_ms": duration_ms,
         });

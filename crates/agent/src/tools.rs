@@ -147,8 +147,11 @@ impl ToolOutcome {
         }
     }
 
-    /// A result shaped as the reference shapes its tools' results.
-    fn from_output(out: ToolOutput, shot: Option<String>) -> ToolOutcome {
+    /// A result shaped as the reference shapes its tools' results, its
+    /// texts cut to [`MAX_RESULT_CHARS`].
+    fn from_output(mut out: ToolOutput, shot: Option<String>) -> ToolOutcome {
+        out.output = out.output.map(clip);
+        out.error = out.error.map(clip);
         let with_system = |text: &str| match &out.system {
             Some(system) => format!("<system>{system}</system>\n{text}"),
             None => text.to_owned(),
@@ -171,6 +174,23 @@ impl ToolOutcome {
             shot,
             text,
         }
+    }
+}
+
+/// Longest text of one tool result the model is shown (about 25 000
+/// tokens): a command that prints megabytes would otherwise fill the
+/// context of every later turn.
+pub const MAX_RESULT_CHARS: usize = 100_000;
+
+/// `text` cut to [`MAX_RESULT_CHARS`], saying so.
+fn clip(text: String) -> String {
+    match text.char_indices().nth(MAX_RESULT_CHARS) {
+        None => text,
+        Some((cut, _)) => format!(
+            "{}<response clipped><NOTE>The output was longer than {MAX_RESULT_CHARS} characters; \
+             the rest is not shown. Write long output to a file and look at parts of it.</NOTE>",
+            &text[..cut]
+        ),
     }
 }
 
@@ -261,9 +281,23 @@ impl Tools<'_> {
                 }
             },
             None if answers_itself(action) => None,
+            // The action has happened: if the settled look fails, an
+            // immediate one will do (an error would make the model repeat it).
             None => match self.host.screenshot_settled(SETTLE_CAP, self.space).await {
                 Ok(png) => Some(png.to_vec()),
-                Err(e) => return host_failure(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "settled screenshot failed; taking one at once");
+                    match self
+                        .host
+                        .computer_in(&json!({"action": "screenshot"}), self.space)
+                        .await
+                    {
+                        Ok(r) => r.image.and_then(|b64| {
+                            base64::engine::general_purpose::STANDARD.decode(b64).ok()
+                        }),
+                        Err(_) => None,
+                    }
+                }
             },
         };
         let shot = match png {
@@ -317,6 +351,22 @@ mod tests {
                 height: 800
             })
         );
+    }
+
+    #[test]
+    fn long_results_are_clipped() {
+        let long = "é".repeat(MAX_RESULT_CHARS + 10);
+        let r = ToolOutcome::from_output(
+            ToolOutput {
+                output: Some(long),
+                error: None,
+                system: None,
+            },
+            None,
+        );
+        assert!(r.text.starts_with(&"é".repeat(MAX_RESULT_CHARS)));
+        assert!(r.text.contains("<response clipped>"));
+        assert!(!r.text.contains(&"é".repeat(MAX_RESULT_CHARS + 1)));
     }
 
     #[test]

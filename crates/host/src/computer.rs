@@ -57,6 +57,18 @@ impl Space {
         )
     }
 
+    /// The exclusive end corner of a model region on the screen (which may
+    /// be the screen's own edge).
+    pub fn end_on_screen(&self, (x, y): Point) -> Point {
+        let end = |v: u16, from: u16, to: u16| {
+            ((v as f64 * to as f64 / from.max(1) as f64).round() as u16).min(to)
+        };
+        (
+            end(x, self.model.width, self.screen.width),
+            end(y, self.model.height, self.screen.height),
+        )
+    }
+
     /// A screen point as the model sees it.
     pub fn to_model(&self, (x, y): Point) -> Point {
         (
@@ -236,7 +248,8 @@ impl Action {
             },
             Action::Zoom(r) => {
                 let (x0, y0) = on((r.x, r.y));
-                let (x1, y1) = on((r.x + r.width, r.y + r.height));
+                // The end corner is exclusive: it may be the screen's edge.
+                let (x1, y1) = space.end_on_screen((r.x + r.width, r.y + r.height));
                 let (x1, y1) = (x1.max(x0 + 1), y1.max(y0 + 1));
                 Action::Zoom(Rect {
                     x: x0,
@@ -432,10 +445,15 @@ impl Computer {
             if guard.is_none() {
                 *guard = Some(Settle::connect(crate::desktop::DISPLAY)?);
             }
-            match guard.as_ref() {
+            let waited = match guard.as_ref() {
                 Some(s) => s.wait(QUIET, cap),
                 None => Ok(Duration::ZERO),
+            };
+            // A broken watcher is connected afresh next time.
+            if waited.is_err() {
+                *guard = None;
             }
+            waited
         })
         .await
         .unwrap_or_else(|e| Err(ScreenError::Worker(e.to_string())))?;
@@ -724,6 +742,17 @@ mod tests {
         let err = Action::parse_in(&json!({"action":"mouse_move","coordinate":[1280,0]}), space);
         assert!(matches!(err, Err(ActionError::OutOfRange(_))));
         assert_eq!(space.to_model((960, 600)), (640, 400));
+        // A zoom on the whole model screen is the whole real screen.
+        let zoom = Action::parse_in(&json!({"action":"zoom","region":[0,0,1280,800]}), space);
+        assert_eq!(
+            zoom.unwrap(),
+            Action::Zoom(Rect {
+                x: 0,
+                y: 0,
+                width: 1920,
+                height: 1200
+            })
+        );
     }
 
     #[test]

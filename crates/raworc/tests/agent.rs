@@ -546,6 +546,10 @@ async fn faults(provider: Provider) {
     let seq = app.post_message(&id, "hello").await;
     let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["content"], "Recovered.");
+    assert_eq!(
+        reply["metadata"]["model_attempts"], 6,
+        "five failures, then the answer"
+    );
     // A refusal: reported as an error event and a reply, the message kept.
     let seq = app.post_message(&id, "again").await;
     let reply = app.reply_to(&id, seq, 120).await;
@@ -647,7 +651,7 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
     assert!(result["content"]
         .as_str()
         .unwrap()
-        .contains("interrupted by a restart"));
+        .contains("interrupted before it returned"));
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     // Exactly one reply to the message.
     let msgs = app
@@ -1036,5 +1040,55 @@ async fn steps_are_bounded_and_usage_is_counted() {
         .as_f64()
         .unwrap();
     assert!(n > 0.0 && n == per_call, "{output} vs {per_call}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_answer_is_said_and_does_not_break_the_conversation() {
+    let model = ScriptedModel::start(vec![
+        Step::Reply {
+            content: vec![tool("bash", json!({"command": "printf 'a\\0b'"}))],
+            stop_reason: "tool_use".into(),
+        },
+        // Models sometimes end a turn after tool results with no content.
+        Step::Reply {
+            content: vec![],
+            stop_reason: "end_turn".into(),
+        },
+        Step::Reply {
+            content: vec![text("Still here.")],
+            stop_reason: "end_turn".into(),
+        },
+    ])
+    .await
+    .with_key(KEY);
+    let app = model_app(&model, true, 4).await;
+    let token = app.admin_token.clone();
+    let id = app.session(&token, json!({})).await;
+    app.await_state(&token, &id, "running").await;
+    let seq = app.post_message(&id, "Print a NUL.").await;
+    let reply = app.reply_to(&id, seq, 120).await;
+    assert_eq!(
+        reply["content"],
+        "(The model ended its turn without a reply.)"
+    );
+    // The output with its NUL was kept (as U+FFFD in text columns).
+    let results: Vec<Value> = app
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "tool_result")
+        .collect();
+    assert_eq!(results[0]["content"], "a\u{FFFD}b");
+    let seq = app.post_message(&id, "Are you there?").await;
+    assert_eq!(app.reply_to(&id, seq, 120).await["content"], "Still here.");
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    // No empty assistant turn was sent back.
+    let last = &model.requests()[2].body["messages"];
+    assert!(last
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["content"].as_array().is_none_or(|c| !c.is_empty())));
     app.stop().await;
 }

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 backend_tests!(
     lifecycle_changes_are_state_events,
-    streams_end_when_the_server_stops
+    streams_end_when_the_server_stops,
+    the_next_message_to_answer_is_found_past_any_number_of_others,
 );
 
 async fn events(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
@@ -110,4 +111,46 @@ async fn streams_end_when_the_server_stops(b: Backend) {
         .await
         .expect("the server stops with streams open");
     drop((sse, ws));
+}
+
+async fn the_next_message_to_answer_is_found_past_any_number_of_others(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let t = app.admin_token.clone();
+    let id = app.session(&t, json!({})).await;
+    let post = |content: String, role: &'static str| {
+        let (app, t, id) = (&app, &t, &id);
+        async move {
+            let r = app
+                .post(
+                    &format!("/api/v0/sessions/{id}/messages"),
+                    Some(t),
+                    json!({ "content": content, "role": role }),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            r.body["seq"].as_i64().unwrap()
+        }
+    };
+    post("first".into(), "user").await;
+    // Many messages that are not the agent's to answer (replies, notes)...
+    for n in 0..80 {
+        post(format!("note {n}"), "assistant").await;
+    }
+    // ...and then one that is.
+    let seq = post("after them".into(), "user").await;
+    let store = &app.state().store;
+    let next = store
+        .next_user_message(&id, 1)
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!((next.seq, next.content.as_str()), (seq, "after them"));
+    assert!(store.next_user_message(&id, seq).await.unwrap().is_none());
+    // The conversation window: the latest user messages, oldest first.
+    let recent = store.recent_user_messages(&id, seq, 1).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].seq, seq);
+    let both = store.recent_user_messages(&id, seq, 5).await.unwrap();
+    assert_eq!(both.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, seq]);
+    app.stop().await;
 }

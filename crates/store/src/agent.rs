@@ -9,15 +9,12 @@
 //! `complete` event are written in one transaction, guarded so that a
 //! message can be answered only once.
 
-use raworc_api::{MessageRole, SessionState};
+use raworc_api::SessionState;
 
 use crate::db::{self, Row};
 use crate::events::{self, NewEvent};
 use crate::messages::{self, MessageRow, NewMessage};
 use crate::{now_ms, Conn, Dialect, Result, Store, StoreError};
-
-/// `step` value that asks [`Store::record_step`] for the next free number.
-pub const NEW_STEP: i64 = 0;
 
 /// One stored step of the agent's work on a user message.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,24 +97,59 @@ impl Store {
         session_id: &str,
         after_seq: i64,
     ) -> Result<Option<MessageRow>> {
-        let rows = self
-            .list_messages(session_id, Some(after_seq), 64, 0)
+        let sql = self.dialect.sql(
+            "SELECT id, session_id, seq, role, content, metadata, created_at FROM messages \
+             WHERE session_id = ? AND seq > ? AND role = 'user' ORDER BY seq LIMIT 1",
+        );
+        let row = db::query(&sql)
+            .bind(session_id)
+            .bind(after_seq)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(rows.into_iter().find(|m| m.role == MessageRole::User))
+        row.as_ref().map(messages::from_row).transpose()
     }
 
-    /// Every stored step of messages up to `message_seq`, in order.
+    /// The last `n` user messages up to `up_to_seq`, oldest first: the
+    /// conversation the agent shows the model.
+    pub async fn recent_user_messages(
+        &self,
+        session_id: &str,
+        up_to_seq: i64,
+        n: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let sql = self.dialect.sql(
+            "SELECT id, session_id, seq, role, content, metadata, created_at FROM messages \
+             WHERE session_id = ? AND seq <= ? AND role = 'user' ORDER BY seq DESC LIMIT ?",
+        );
+        let rows = db::query(&sql)
+            .bind(session_id)
+            .bind(up_to_seq)
+            .bind(i64::from(n))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(messages::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Every stored step of messages `from_message_seq..=up_to_message_seq`, in order.
     pub async fn agent_steps(
         &self,
         session_id: &str,
+        from_message_seq: i64,
         up_to_message_seq: i64,
     ) -> Result<Vec<StepRow>> {
         let sql = self.dialect.sql(
             "SELECT message_seq, step, kind, body, created_at FROM agent_steps \
-             WHERE session_id = ? AND message_seq <= ? ORDER BY message_seq, step",
+             WHERE session_id = ? AND message_seq >= ? AND message_seq <= ? \
+             ORDER BY message_seq, step",
         );
         let rows = db::query(&sql)
             .bind(session_id)
+            .bind(from_message_seq)
             .bind(up_to_message_seq)
             .fetch_all(&self.pool)
             .await?;
@@ -190,6 +222,10 @@ impl Store {
                         }
                         let now = now_ms();
                         let (seq, _) = messages::next_seq(conn, dialect, &id, now).await?;
+                        let reply = NewMessage {
+                            content: events::without_nul(reply.content),
+                            ..reply
+                        };
                         let row = MessageRow::new(&id, seq, reply, now);
                         messages::insert(conn, dialect, &row).await?;
                         events::append(conn, dialect, &id, &events).await?;

@@ -52,7 +52,7 @@ impl NewEvent {
     ) -> Self {
         NewEvent {
             kind,
-            content: content.into(),
+            content: without_nul(content.into()),
             metadata,
         }
     }
@@ -64,6 +64,16 @@ impl NewEvent {
             state.as_str(),
             serde_json::json!({ "state": state.as_str(), "busy": busy }),
         )
+    }
+}
+
+/// `text` with NUL characters replaced (U+FFFD): a program's output may
+/// hold them, and PostgreSQL's text columns refuse them.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -205,5 +215,17 @@ impl Store {
     /// announcement of the session: nothing falls between the two.
     pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<str>> {
         self.events.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_never_reach_a_text_column() {
+        let e = NewEvent::new(kind::TOOL_RESULT, "a\0b", serde_json::json!({}));
+        assert_eq!(e.content, "a\u{FFFD}b");
+        assert_eq!(without_nul("plain".into()), "plain");
     }
 }

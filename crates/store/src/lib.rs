@@ -29,12 +29,12 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 
-pub use agent::{StepRow, NEW_STEP};
+pub use agent::StepRow;
 pub use audit::{AuditFilter, AuditRecord, AuditRow};
 use db::Conn;
 pub use dialect::Dialect;
 pub use error::StoreError;
-pub use events::{kind as event_kind, EventRow, NewEvent};
+pub use events::{kind as event_kind, without_nul, EventRow, NewEvent};
 pub use messages::{MessageRow, NewMessage};
 pub use operators::{NewOperator, OperatorRow};
 pub use sessions::{NewSession, Remix, SessionPatch, SessionRow, SessionTransition};

@@ -56,7 +56,7 @@ macro_rules! message_columns {
     };
 }
 
-fn from_row(row: &Row) -> Result<MessageRow> {
+pub(crate) fn from_row(row: &Row) -> Result<MessageRow> {
     let role: String = row.text("role")?;
     let metadata: String = row.text("metadata")?;
     Ok(MessageRow {
@@ -237,23 +237,37 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<i64> {
         let dialect = self.dialect;
+        let hook = self.session_changed(session_id.clone());
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    sessions::fetch_live(conn, dialect, &session_id).await?;
-                    let done = db::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        sessions::fetch_live(conn, dialect, &session_id).await?;
+                        let done =
+                            db::query(&dialect.sql("DELETE FROM messages WHERE session_id = ?"))
+                                .bind(&session_id)
+                                .execute(&mut *conn)
+                                .await?;
+                        // The agent's memory of the conversation goes with it, and
+                        // what it was answering counts as answered (its work on a
+                        // message that is gone is refused from now on).
+                        db::query(&dialect.sql("DELETE FROM agent_steps WHERE session_id = ?"))
+                            .bind(&session_id)
+                            .execute(&mut *conn)
+                            .await?;
+                        db::query(
+                            &dialect
+                                .sql("UPDATE sessions SET answered_seq = message_seq WHERE id = ?"),
+                        )
                         .bind(&session_id)
                         .execute(&mut *conn)
                         .await?;
-                    // The agent's memory of the conversation goes with it.
-                    db::query(&dialect.sql("DELETE FROM agent_steps WHERE session_id = ?"))
-                        .bind(&session_id)
-                        .execute(&mut *conn)
-                        .await?;
-                    audit::insert_if(conn, dialect, &audit).await?;
-                    Ok(done as i64)
-                })
-            })
+                        audit::insert_if(conn, dialect, &audit).await?;
+                        Ok(done as i64)
+                    })
+                },
+                hook,
+            )
             .await
     }
 }

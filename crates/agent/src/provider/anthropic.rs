@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
 use super::sse::SseStream;
-use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy};
+use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy, MAX_BLOCKS};
 use crate::wire::{Block, StopReason, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -202,7 +202,13 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
             .map(str::to_owned)
             .or(event.event)
             .unwrap_or_default();
-        let index = data["index"].as_u64().unwrap_or(0) as usize;
+        let index = data["index"].as_u64().unwrap_or(0);
+        if index >= MAX_BLOCKS as u64 {
+            return Err(malformed(format!(
+                "content block index {index} is out of range"
+            )));
+        }
+        let index = index as usize;
         match kind.as_str() {
             "message_start" => {
                 let m = &data["message"];

@@ -66,6 +66,10 @@ pub trait Model: Send + Sync {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
 }
 
+/// Most content blocks (or tool calls) one streamed turn may have: an index
+/// past it is a broken answer, not a reason to allocate.
+pub(crate) const MAX_BLOCKS: usize = 256;
+
 /// The HTTP client of a provider: a short connect timeout (the request's
 /// own timeout is per call).
 pub(crate) fn http_client() -> reqwest::Client {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
 use super::sse::SseStream;
-use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy};
+use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy, MAX_BLOCKS};
 use crate::tools::{ToolSet, EDITOR};
 use crate::wire::{
     Block, ImageSource, KnownBlock, Role, StopReason, ToolResultContent, Turn, Usage,
@@ -326,7 +326,14 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
             text.push_str(t);
         }
         for tc in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = tc["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+            let index = tc["index"].as_u64().unwrap_or(calls.len() as u64);
+            if index >= MAX_BLOCKS as u64 {
+                return Err(AttemptError::transient(
+                    "malformed_response",
+                    format!("tool call index {index} is out of range"),
+                ));
+            }
+            let index = index as usize;
             if calls.len() <= index {
                 calls.resize_with(index + 1, PartialCall::default);
             }

@@ -22,3 +22,5 @@ CREATE TABLE agent_steps (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (session_id, message_seq, step)
 ) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+-- Messages from before the agent existed are not its to answer.
+UPDATE sessions SET answered_seq = message_seq;
