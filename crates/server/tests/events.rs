@@ -106,6 +106,34 @@ async fn streams_end_when_the_server_stops(b: Backend) {
     assert_eq!(sse.status(), 200);
     let url = format!("ws://{}/ws/{id}/stream?token={t}", app.addr);
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // A deleted session's stream ends after saying so.
+    let other = app.session(&t, json!({})).await;
+    let mut gone = app
+        .client
+        .get(format!(
+            "{}/api/v0/sessions/{other}/events/stream",
+            app.base
+        ))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    let r = app
+        .delete(&format!("/api/v0/sessions/{other}"), Some(&t))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut body = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = gone.chunk().await.unwrap() {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream of a deleted session ends: {body}"
+    );
+    assert!(body.contains("\"content\":\"deleted\""), "{body}");
     // A graceful stop does not wait on streams that would never end.
     tokio::time::timeout(Duration::from_secs(20), app.stop())
         .await

@@ -80,9 +80,13 @@ struct Cursor {
     after: i64,
     news: broadcast::Receiver<Arc<str>>,
     ready: VecDeque<EventRow>,
+    /// The session was deleted: nothing more will come, and its viewers
+    /// may no longer see it.
+    ended: bool,
 }
 
-/// The session's events after `after`, then each new one as it is written.
+/// The session's events after `after`, then each new one as it is written,
+/// until the session's deletion.
 fn events_after(store: Store, id: &str, after: i64) -> impl Stream<Item = EventRow> {
     let cursor = Cursor {
         news: store.subscribe_events(),
@@ -90,10 +94,15 @@ fn events_after(store: Store, id: &str, after: i64) -> impl Stream<Item = EventR
         id: Arc::from(id),
         after,
         ready: VecDeque::new(),
+        ended: false,
     };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
+            if c.ended {
+                return None;
+            }
             if let Some(e) = c.ready.pop_front() {
+                c.ended = e.kind == raworc_store::event_kind::STATE && e.content == "deleted";
                 return Some((e, c));
             }
             match c.store.list_events(&c.id, c.after, 500).await {
