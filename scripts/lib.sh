@@ -41,3 +41,18 @@ ensure_computer_tools() {
         apt_install debootstrap util-linux iproute2 nftables btrfs-progs
     fi
 }
+
+# Node and npm, for the web page's packages (noVNC; Playwright for its tests).
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+}
+
+# The web page's npm packages, installed into web/node_modules as the lock
+# file pins them; `--omit=dev` leaves out what only its tests need.
+install_web_packages() {
+    ensure_node
+    echo "==> installing the web page's packages (npm ci $*)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error "$@")
+}

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
 ensure_computer_tools
+install_web_packages --omit=dev
 echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
 # Link the binary where PATH looks: /usr/local/bin for root, else

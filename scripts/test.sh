@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
 ensure_computer_tools
+# The web page's tests drive Debian's Chromium with Playwright.
+apt_install chromium
+install_web_packages
 
 dbs="${RAWORC_TEST_DATABASES:-sqlite,postgres,mysql}"
 export RAWORC_TEST_DATABASES="$dbs"

@@ -70,6 +70,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(computer::exec))
         .routes(routes!(messages::list, messages::post, messages::clear))
         .routes(routes!(messages::count))
+        .routes(routes!(events::sessions_stream))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
         .routes(routes!(events::screenshot))
@@ -99,6 +100,13 @@ pub fn router(state: AppState) -> Router {
         .route("/health/detailed", get(system::health_detailed))
         .route("/metrics", get(system::metrics))
         .merge(SwaggerUi::new("/docs").url("/api/v0/openapi.json", doc))
+        .merge(crate::web::routes(
+            &state
+                .config
+                .web_dir
+                .clone()
+                .unwrap_or_else(crate::web::default_dir),
+        ))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

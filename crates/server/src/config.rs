@@ -128,6 +128,10 @@ pub struct ServerConfig {
     /// Retries of a failed model call (429, 5xx, 529, broken answers).
     #[arg(long, env = "RAWORC_LLM_RETRIES", default_value_t = 4)]
     pub llm_retries: u32,
+    /// The web page's folder (`public/` and its npm packages) [default: the
+    /// `web/` folder of the source tree this binary was built from].
+    #[arg(long, env = "RAWORC_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// Model turns per user message before the agent stops.
     #[arg(long, env = "RAWORC_AGENT_MAX_STEPS", default_value_t = 50)]
     pub agent_max_steps: u32,
@@ -229,6 +233,7 @@ impl ServerConfig {
             llm_stream: true,
             llm_retries: 4,
             agent_max_steps: 50,
+            web_dir: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod rfb;
 pub mod routes;
 pub mod state;
 pub mod validate;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

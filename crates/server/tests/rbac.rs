@@ -112,6 +112,7 @@ const ROWS: &[Row] = &[
     // Events and the agent follow the session's visibility (a stream's 200 is
     // its start; its body goes on). Without a runtime there is no agent, so
     // no screenshot exists and a cancel stops nothing.
+    ("GET",    "/sessions/stream",                   None,                                                         Fresh::No,            [401, 200, 200, 200]),
     ("GET",    "/sessions/{sid}/events",             None,                                                         Fresh::No,            [401, 200, 404, 200]),
     ("GET",    "/sessions/{admin_sid}/events",       None,                                                         Fresh::No,            [401, 404, 404, 200]),
     ("GET",    "/sessions/{sid}/events/stream",      None,                                                         Fresh::No,            [401, 200, 404, 200]),

@@ -194,6 +194,13 @@ impl Store {
         }))
     }
 
+    /// Announces a session's news to event subscribers (for writes whose
+    /// session is known only once they are done).
+    pub(crate) fn announcer(&self) -> impl Fn(&str) + Send + 'static {
+        let hub = self.events.clone();
+        move |id| hub.announce(id)
+    }
+
     /// Round trip to the database, for health checks.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

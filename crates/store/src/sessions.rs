@@ -251,60 +251,72 @@ impl Store {
         audit: Option<AuditRecord>,
     ) -> Result<(SessionRow, Option<MessageRow>)> {
         let dialect = self.dialect;
+        // The new session's id is known only inside the write: the hook
+        // announces whatever session the write returns.
+        let hub = self.announcer();
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let mut session = SessionRow {
-                        id: new_id("session"),
-                        owner: new.owner,
-                        owner_type: new.owner_type,
-                        name: new.name,
-                        state: SessionState::Created,
-                        desired_state: SessionState::Running,
-                        busy: false,
-                        instructions: new.instructions,
-                        setup: new.setup,
-                        metadata: new.metadata,
-                        secret_names: new.sealed_secrets.iter().map(|(n, _)| n.clone()).collect(),
-                        parent_id: None,
-                        network: new.network,
-                        limits: new.limits,
-                        error: None,
-                        message_seq: 0,
-                        answered_seq: 0,
-                        created_at: now,
-                        updated_at: now,
-                        last_activity_at: now,
-                        deleted_at: None,
-                    };
-                    let first = new.prompt.map(|content| {
-                        session.message_seq = 1;
-                        MessageRow::new(&session.id, 1, NewMessage::user(content), now)
-                    });
-                    insert(conn, dialect, &session).await?;
-                    events::append(
-                        conn,
-                        dialect,
-                        &session.id,
-                        &[NewEvent::state(session.state, false)],
-                    )
-                    .await?;
-                    for (name, sealed) in &new.sealed_secrets {
-                        insert_secret(conn, dialect, &session.id, name, sealed).await?;
-                    }
-                    if let Some(m) = &first {
-                        messages::insert(conn, dialect, m).await?;
-                    }
-                    // The id exists only now: the record of the create names it.
-                    let audit = audit.map(|mut a| {
-                        a.session_id.get_or_insert_with(|| session.id.clone());
-                        a
-                    });
-                    audit::insert_if(conn, dialect, &audit).await?;
-                    Ok((session, first))
-                })
-            })
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        let now = now_ms();
+                        let mut session = SessionRow {
+                            id: new_id("session"),
+                            owner: new.owner,
+                            owner_type: new.owner_type,
+                            name: new.name,
+                            state: SessionState::Created,
+                            desired_state: SessionState::Running,
+                            busy: false,
+                            instructions: new.instructions,
+                            setup: new.setup,
+                            metadata: new.metadata,
+                            secret_names: new
+                                .sealed_secrets
+                                .iter()
+                                .map(|(n, _)| n.clone())
+                                .collect(),
+                            parent_id: None,
+                            network: new.network,
+                            limits: new.limits,
+                            error: None,
+                            message_seq: 0,
+                            answered_seq: 0,
+                            created_at: now,
+                            updated_at: now,
+                            last_activity_at: now,
+                            deleted_at: None,
+                        };
+                        let first = new.prompt.map(|content| {
+                            session.message_seq = 1;
+                            MessageRow::new(&session.id, 1, NewMessage::user(content), now)
+                        });
+                        insert(conn, dialect, &session).await?;
+                        events::append(
+                            conn,
+                            dialect,
+                            &session.id,
+                            &[NewEvent::state(session.state, false)],
+                        )
+                        .await?;
+                        for (name, sealed) in &new.sealed_secrets {
+                            insert_secret(conn, dialect, &session.id, name, sealed).await?;
+                        }
+                        if let Some(m) = &first {
+                            messages::insert(conn, dialect, m).await?;
+                        }
+                        // The id exists only now: the record of the create names it.
+                        let audit = audit.map(|mut a| {
+                            a.session_id.get_or_insert_with(|| session.id.clone());
+                            a
+                        });
+                        audit::insert_if(conn, dialect, &audit).await?;
+                        Ok((session, first))
+                    })
+                },
+                Some(Box::new(
+                    move |(s, _): &(SessionRow, Option<MessageRow>)| hub(&s.id),
+                )),
+            )
             .await
     }
 
@@ -560,65 +572,71 @@ impl Store {
             prompt,
             metadata,
         } = remix;
+        let hub = self.announcer();
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    let parent = fetch_live(conn, dialect, &parent_id).await?;
-                    let now = now_ms();
-                    let mut child = SessionRow {
-                        id: new_id("session"),
-                        owner,
-                        owner_type,
-                        name: name.or_else(|| parent.name.clone()),
-                        state: SessionState::Created,
-                        desired_state: SessionState::Running,
-                        busy: false,
-                        instructions: if code {
-                            parent.instructions.clone()
-                        } else {
-                            None
-                        },
-                        setup: if code { parent.setup.clone() } else { None },
-                        metadata,
-                        secret_names: parent.secret_names.clone(),
-                        parent_id: Some(parent.id.clone()),
-                        network: parent.network,
-                        limits: parent.limits,
-                        error: None,
-                        message_seq: 0,
-                        answered_seq: 0,
-                        created_at: now,
-                        updated_at: now,
-                        last_activity_at: now,
-                        deleted_at: None,
-                    };
-                    let first = prompt.map(|content| {
-                        child.message_seq = 1;
-                        MessageRow::new(&child.id, 1, NewMessage::user(content), now)
-                    });
-                    insert(conn, dialect, &child).await?;
-                    events::append(
-                        conn,
-                        dialect,
-                        &child.id,
-                        &[NewEvent::state(child.state, false)],
-                    )
-                    .await?;
-                    db::query(&dialect.sql(
-                        "INSERT INTO session_secrets (session_id, name, sealed) \
+            .write_then(
+                move |conn| {
+                    Box::pin(async move {
+                        let parent = fetch_live(conn, dialect, &parent_id).await?;
+                        let now = now_ms();
+                        let mut child = SessionRow {
+                            id: new_id("session"),
+                            owner,
+                            owner_type,
+                            name: name.or_else(|| parent.name.clone()),
+                            state: SessionState::Created,
+                            desired_state: SessionState::Running,
+                            busy: false,
+                            instructions: if code {
+                                parent.instructions.clone()
+                            } else {
+                                None
+                            },
+                            setup: if code { parent.setup.clone() } else { None },
+                            metadata,
+                            secret_names: parent.secret_names.clone(),
+                            parent_id: Some(parent.id.clone()),
+                            network: parent.network,
+                            limits: parent.limits,
+                            error: None,
+                            message_seq: 0,
+                            answered_seq: 0,
+                            created_at: now,
+                            updated_at: now,
+                            last_activity_at: now,
+                            deleted_at: None,
+                        };
+                        let first = prompt.map(|content| {
+                            child.message_seq = 1;
+                            MessageRow::new(&child.id, 1, NewMessage::user(content), now)
+                        });
+                        insert(conn, dialect, &child).await?;
+                        events::append(
+                            conn,
+                            dialect,
+                            &child.id,
+                            &[NewEvent::state(child.state, false)],
+                        )
+                        .await?;
+                        db::query(&dialect.sql(
+                            "INSERT INTO session_secrets (session_id, name, sealed) \
                          SELECT ?, name, sealed FROM session_secrets WHERE session_id = ?",
-                    ))
-                    .bind(&child.id)
-                    .bind(&parent.id)
-                    .execute(&mut *conn)
-                    .await?;
-                    if let Some(m) = &first {
-                        messages::insert(conn, dialect, m).await?;
-                    }
-                    audit::insert_if(conn, dialect, &audit).await?;
-                    Ok((child, first))
-                })
-            })
+                        ))
+                        .bind(&child.id)
+                        .bind(&parent.id)
+                        .execute(&mut *conn)
+                        .await?;
+                        if let Some(m) = &first {
+                            messages::insert(conn, dialect, m).await?;
+                        }
+                        audit::insert_if(conn, dialect, &audit).await?;
+                        Ok((child, first))
+                    })
+                },
+                Some(Box::new(
+                    move |(s, _): &(SessionRow, Option<MessageRow>)| hub(&s.id),
+                )),
+            )
             .await
     }
 }

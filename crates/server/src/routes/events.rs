@@ -308,3 +308,52 @@ pub async fn cancel(
     let cancelled = state.agents.as_ref().is_some_and(|a| a.cancel(&id));
     Ok((StatusCode::ACCEPTED, Json(Cancelled { cancelled })))
 }
+
+/// What happens to the caller's sessions, as server-sent events: a
+/// `session` event with the session (state, `busy`, name, …) each time one
+/// of them changes — created, started, paused, busy, deleted — and a
+/// `resync` event when changes may have been missed (read the list again).
+#[utoipa::path(get, path = "/sessions/stream", tag = "events", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "the caller's sessions' changes, live"),
+        (status = 401, body = ErrorBody)))]
+pub async fn sessions_stream(
+    State(state): State<AppState>,
+    HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
+) -> ApiResult<Response> {
+    let life = tokio::time::sleep(lifetime(&principal));
+    let closed = state.closed();
+    let store = state.store.clone();
+    let news = store.subscribe_events();
+    let changes = futures::stream::unfold(
+        (news, store, principal),
+        |(mut news, store, principal)| async move {
+            loop {
+                match news.recv().await {
+                    Ok(id) => match store.get_session(&id).await {
+                        Ok(Some(s)) if principal.can_access(&s) => {
+                            let data = serde_json::to_string(&crate::routes::session_json(s))
+                                .unwrap_or_default();
+                            let event = SseEvent::default().event("session").data(data);
+                            return Some((Ok::<_, Infallible>(event), (news, store, principal)));
+                        }
+                        _ => continue,
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let event = SseEvent::default().event("resync").data("{}");
+                        return Some((Ok(event), (news, store, principal)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let changes = changes.take_until(async move {
+        tokio::select! {
+            _ = life => {},
+            _ = closed => {},
+        }
+    });
+    Ok(Sse::new(changes)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

@@ -1,0 +1,59 @@
+//! The web page in a real browser: Debian's Chromium driven by Playwright
+//! (`web/tests/ui.mjs`) against the real server — log in, a user's own
+//! sessions only, a session created from the form, changes arriving live,
+//! the API's errors shown, log out, an expired login. Screenshots of each
+//! step go to this test's output directory. Needs `node`, the page's npm
+//! packages (`npm ci` in `web/`) and `/usr/bin/chromium`, which the test
+//! script installs.
+
+use std::path::Path;
+
+use raworc_testkit::{Backend, StatusCode, TestApp};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_works_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let t = app.admin_token.clone();
+    // The page is served at / with its title.
+    let page = app
+        .client
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<title>Raworc</title>"));
+    let r = app
+        .post(
+            "/api/v0/operators",
+            Some(&t),
+            json!({"user": "alice", "pass": "alice-password", "role": "user"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    app.session(&t, json!({"name": "admins-session"})).await;
+
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    let out = tokio::process::Command::new("node")
+        .arg("tests/ui.mjs")
+        .arg(&app.base)
+        .arg("admin-password")
+        .arg("alice")
+        .arg("alice-password")
+        .arg(&shots)
+        .current_dir(&web)
+        .output()
+        .await
+        .expect("node (the test script installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("steps passed"), "{stdout}");
+    assert!(shots.join("01-wrong-password.png").exists());
+    app.stop().await;
+}

@@ -1,0 +1,123 @@
+// End-to-end test of the web page in a real browser (Debian's Chromium
+// driven by Playwright), against a running server. Run by the server's
+// test `web.rs`, which starts the server and passes:
+//   node tests/ui.mjs BASE_URL ADMIN_PASSWORD USER USER_PASSWORD SHOTS_DIR
+// Exits non-zero (with the reason) at the first thing that is not as a
+// person would expect; saves a screenshot of each step in SHOTS_DIR.
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [base, adminPass, user, userPass, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const problems = [];
+let step = 0;
+
+async function page() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const p = await context.newPage();
+  p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  return p;
+}
+
+async function shot(p, name) {
+  step += 1;
+  await p.screenshot({ path: `${shots}/${String(step).padStart(2, "0")}-${name}.png` });
+}
+
+function check(ok, what) {
+  if (!ok) throw new Error(what);
+}
+
+async function login(p, name, pass) {
+  await p.goto(base + "/");
+  check((await p.title()).includes("Raworc"), `the title says Raworc: ${await p.title()}`);
+  await p.getByLabel("Operator").fill(name);
+  await p.getByLabel("Password").fill(pass);
+  await shot(p, `login-${name}`);
+  await p.getByLabel("Password").press("Enter"); // usable from the keyboard
+  await p.locator("#sessions").waitFor();
+}
+
+async function rows(p) {
+  return p.locator("#sessions tbody tr td:first-child").allInnerTexts();
+}
+
+try {
+  // A wrong password is shown in the page.
+  const first = await page();
+  await first.goto(base + "/");
+  await first.getByLabel("Operator").fill(user);
+  await first.getByLabel("Password").fill("not-the-password");
+  await first.getByRole("button", { name: "Log in" }).click();
+  await first.locator("#error").filter({ hasText: /password|invalid|credentials/i }).waitFor();
+  await shot(first, "wrong-password");
+
+  // The user sees only their own sessions, and a new one appears at once.
+  await login(first, user, userPass);
+  check((await first.locator("#who").innerText()).includes(user), "the page names who is logged in");
+  check((await rows(first)).length === 0, `a new user has no sessions: ${await rows(first)}`);
+  await first.getByLabel("Name").fill("from-the-form");
+  await first.getByRole("button", { name: "Create session" }).click();
+  await first.locator("#sessions tbody tr", { hasText: "from-the-form" }).waitFor();
+  check(!(await rows(first)).includes("admins-session"), "another operator's session is not listed");
+  await shot(first, "user-sessions");
+
+  // An admin sees every session, and changes made elsewhere arrive live.
+  const admin = await page();
+  await login(admin, "admin", adminPass);
+  const names = await rows(admin);
+  check(names.includes("admins-session") && names.includes("from-the-form"), `the admin sees all: ${names}`);
+  await admin.evaluate(async () => {
+    const token = sessionStorage.getItem("raworc.token");
+    await fetch("/api/v0/sessions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "made-elsewhere" }),
+    });
+  });
+  await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor({ timeout: 10000 });
+  await shot(admin, "admin-live");
+
+  // The API's error is shown in the page (a name that is too long).
+  await admin.getByLabel("Name").fill("x".repeat(300));
+  await admin.getByRole("button", { name: "Create session" }).click();
+  await admin.locator("#error").filter({ hasText: /name/i }).waitFor();
+  await shot(admin, "api-error");
+
+  // Logging out goes back to the login form, saying so.
+  await first.getByRole("button", { name: "Log out" }).click();
+  await first.locator("#login").waitFor();
+  await first.locator("#error").filter({ hasText: /logged out/i }).waitFor();
+  await shot(first, "logged-out");
+
+  // A token that is no longer valid sends the page back to the login.
+  await admin.evaluate(() => sessionStorage.setItem("raworc.token", "expired.or.forged"));
+  await admin.reload();
+  await admin.locator("#login").waitFor();
+  await admin.locator("#error").filter({ hasText: /expired/i }).waitFor();
+  await shot(admin, "expired");
+} catch (err) {
+  problems.unshift(err.message);
+} finally {
+  await browser.close();
+}
+
+// The wrong password, the expired token (401) and the too-long name (422)
+// make the browser log their failed requests, on purpose; nothing else may.
+const provoked = /Failed to load resource: the server responded with a status of (401|422)/;
+const unexpected = problems.filter((p) => !provoked.test(p));
+if (unexpected.length) {
+  console.error(unexpected.join("\n"));
+  process.exit(1);
+}
+console.log(`web page: ${step} steps passed`);
