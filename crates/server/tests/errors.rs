@@ -491,7 +491,6 @@ async fn unknown_routes_are_404_json() {
         (Method::POST, "/api/v0/sessions/x/y/z"),
         (Method::GET, "/api/v1/sessions"),
         (Method::DELETE, "/api/v0/sessions/x/messages/count/extra"),
-        (Method::GET, "/"),
     ] {
         for token in [Some(t.as_str()), None] {
             let r = app.call(method.clone(), path, token, None).await;
@@ -499,6 +498,10 @@ async fn unknown_routes_are_404_json() {
             assert!(msg.contains(path), "{method} {path}: {msg}");
         }
     }
+    // The web page's missing files are 404 too, in the same JSON shape
+    // (`/` itself is the page).
+    let r = app.get("/ui/nope.js", None).await;
+    assert_error(&r, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 
