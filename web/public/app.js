@@ -1,5 +1,8 @@
-// Raworc's web page: log in, see your sessions live, create one.
+// Raworc's web page: log in, see your sessions live, create one, talk to
+// a session's agent while watching its desktop.
 // Plain ES modules; the API is the one at /api/v0 (see /docs).
+
+import RFB from "/ui/novnc/core/rfb.js";
 
 const API = "/api/v0";
 const main = document.getElementById("main");
@@ -71,7 +74,7 @@ function showLogin(message = "") {
       const answer = await api(`/operators/${user}/login`, { method: "POST", body: { pass: data.get("pass") } });
       token.set(answer.token);
       showError("");
-      await showSessions();
+      route();
     } catch (err) {
       showError(err);
     }
@@ -81,14 +84,17 @@ function showLogin(message = "") {
 }
 
 let streams = [];
+let desktop = null;
 function closeStreams() {
   for (const s of streams) s.close();
   streams = [];
+  desktop?.disconnect();
+  desktop = null;
 }
 
 function sessionRow(s) {
   return el("tr", { "data-id": s.id },
-    el("td", {}, s.name ?? s.id),
+    el("td", {}, el("a", { href: `#/sessions/${encodeURIComponent(s.id)}` }, s.name ?? s.id)),
     el("td", { class: "state" }, s.state),
     el("td", { class: "busy" }, s.busy ? "working" : ""),
     el("td", {}, new Date(s.created_at).toLocaleString()));
@@ -160,8 +166,129 @@ logoutButton.addEventListener("click", () => {
   showLogin("You are logged out.");
 });
 
-if (token.get()) {
-  showSessions().catch((err) => showError(err));
-} else {
-  showLogin();
+/** Shows the page the address names: a session, or the list. */
+function route() {
+  if (!token.get()) return showLogin();
+  const m = location.hash.match(/^#\/sessions\/([^/]+)$/);
+  const shown = m ? showSession(decodeURIComponent(m[1])) : showSessions();
+  shown.catch((err) => showError(err));
+}
+
+window.addEventListener("hashchange", route);
+route();
+
+// ---- The session page: the chat with the agent's steps live, and the desktop.
+
+function closeSession() {
+  closeStreams();
+}
+
+/** One line of the agent's work, from an event. */
+function stepLine(event) {
+  const m = event.metadata ?? {};
+  switch (event.type) {
+    case "tool_use":
+      return el("li", { class: "step tool-use" }, `→ ${m.name}: ${JSON.stringify(m.input)}`);
+    case "tool_result": {
+      const line = el("li", { class: m.is_error ? "step tool-result error" : "step tool-result" },
+        `${m.is_error ? "✗" : "✓"} ${event.content.split("\n")[0] || "(done)"}`);
+      if (m.image_url) {
+        const src = `${m.image_url}?token=${encodeURIComponent(token.get())}`;
+        const link = el("a", { href: src, target: "_blank", rel: "noopener" },
+          el("img", { src, alt: "screenshot", class: "thumb" }));
+        line.append(" ", link);
+      }
+      return line;
+    }
+    case "thinking":
+    case "text":
+      return el("li", { class: `step ${event.type}` }, event.content);
+    case "error":
+      return el("li", { class: "step error" }, `error: ${event.content}`);
+    default:
+      return null;
+  }
+}
+
+function messageItem(m) {
+  return el("li", { class: `message ${m.role}` }, el("strong", {}, m.role === "user" ? "You" : "Agent"), " ", m.content);
+}
+
+async function showSession(id) {
+  closeSession();
+  const s = await api(`/sessions/${encodeURIComponent(id)}`);
+  const chat = el("ol", { id: "chat" });
+  for (const m of await api(`/sessions/${encodeURIComponent(id)}/messages?limit=1000`)) chat.append(messageItem(m));
+  const state = el("span", { id: "state", class: "state" }, s.state);
+  const busy = el("span", { id: "busy", class: "busy" }, s.busy ? "working…" : "");
+  const input = el("textarea", { id: "prompt", rows: "2", "aria-label": "Message" });
+  const send = el("button", { type: "submit" }, "Send");
+  const cancel = el("button", { type: "button", id: "cancel", hidden: "" }, "Cancel");
+  const form = el("form", { id: "say", "aria-label": "Message the agent" }, input, send, cancel);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const content = input.value.trim();
+    if (!content) return;
+    try {
+      const m = await api(`/sessions/${encodeURIComponent(id)}/messages`, { method: "POST", body: { content } });
+      chat.append(messageItem(m));
+      input.value = "";
+      showError("");
+    } catch (err) {
+      showError(err);
+    }
+  });
+  cancel.addEventListener("click", () =>
+    api(`/sessions/${encodeURIComponent(id)}/cancel`, { method: "POST" }).catch((err) => showError(err)));
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  const screen = el("div", { id: "desktop", "aria-label": "The session's desktop" });
+  main.replaceChildren(
+    el("p", {}, el("a", { href: "#" }, "← Sessions")),
+    el("h1", {}, s.name ?? s.id, " ", state, " ", busy),
+    el("div", { class: "session" }, el("section", { class: "talk" }, chat, form), screen));
+  // The agent's steps and the session's state, live from now on.
+  const past = await api(`/sessions/${encodeURIComponent(id)}/events?limit=1000`);
+  const after = past.length ? past[past.length - 1].seq : 0;
+  const url = `${API}/sessions/${encodeURIComponent(id)}/events/stream?after=${after}&token=${encodeURIComponent(token.get())}`;
+  const source = new EventSource(url);
+  for (const kind of ["thinking", "text", "tool_use", "tool_result", "error", "complete", "state"]) {
+    source.addEventListener(kind, (e) => {
+      const event = JSON.parse(e.data);
+      if (event.type === "state") {
+        state.textContent = event.metadata.state;
+        busy.textContent = event.metadata.busy ? "working…" : "";
+        cancel.hidden = !event.metadata.busy;
+        if (event.metadata.state === "running" && !desktop) connectDesktop(id, screen);
+        return;
+      }
+      if (event.type === "complete") {
+        // The model's last text is the reply itself: shown once, as the reply.
+        const last = chat.lastElementChild;
+        if (last?.classList.contains("text") && last.textContent === event.content) last.remove();
+        chat.append(messageItem({ role: "assistant", content: event.content }));
+        return;
+      }
+      const line = stepLine(event);
+      if (line) chat.append(line);
+    });
+  }
+  streams.push(source);
+  if (s.state === "running") connectDesktop(id, screen);
+}
+
+/** The desktop, view-only, scaled to its pane (noVNC over the server's relay). */
+function connectDesktop(id, screen) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/vnc/${encodeURIComponent(id)}/stream?token=${encodeURIComponent(token.get())}`;
+  desktop = new RFB(screen, url);
+  desktop.viewOnly = true;
+  desktop.scaleViewport = true;
+  desktop.addEventListener("disconnect", () => {
+    desktop = null;
+  });
 }

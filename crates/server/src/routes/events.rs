@@ -269,14 +269,16 @@ async fn relay_events(socket: WebSocket, store: Store, id: String, after: i64) {
     }
 }
 
-/// A screenshot the agent took, as a PNG (events name them in `image_url`).
+/// A screenshot the agent took, as a PNG (events name them in `image_url`);
+/// the token may come as `?token=`, for pages that show it as an image.
 #[utoipa::path(get, path = "/sessions/{id}/screenshots/{shot}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path), ("shot" = String, Path)),
     responses((status = 200, content_type = "image/png", description = "the screenshot"),
         (status = 404, body = ErrorBody)))]
 pub async fn screenshot(
     State(state): State<AppState>,
-    principal: Principal,
+    // Pages show them as images, which cannot carry a header: `?token=` too.
+    HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
     ApiPath((id, shot)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     visible_session(&state, &principal, &id).await?;
