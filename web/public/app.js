@@ -247,10 +247,20 @@ async function showSession(id) {
     }
   });
   const screen = el("div", { id: "desktop", "aria-label": "The session's desktop" });
+  // View-only unless asked: the desktop is the agent's workplace.
+  const control = el("input", { type: "checkbox", id: "control" });
+  control.addEventListener("change", () => {
+    desktop?.disconnect();
+    desktop = null;
+    connectDesktop(id, screen, control.checked);
+  });
+  const controlLabel = el("label", { class: "control" }, control, " Take control");
   main.replaceChildren(
     el("p", {}, el("a", { href: "#" }, "← Sessions")),
     el("h1", {}, s.name ?? s.id, " ", state, " ", busy),
-    el("div", { class: "session" }, el("section", { class: "talk" }, chat, form), screen));
+    el("div", { class: "session" },
+      el("section", { class: "talk" }, chat, form),
+      el("section", { class: "screen" }, controlLabel, screen)));
   // The agent's steps and the session's state, live from now on.
   const past = await api(`/sessions/${encodeURIComponent(id)}/events?limit=1000`);
   const after = past.length ? past[past.length - 1].seq : 0;
@@ -263,7 +273,7 @@ async function showSession(id) {
         state.textContent = event.metadata.state;
         busy.textContent = event.metadata.busy ? "working…" : "";
         cancel.hidden = !event.metadata.busy;
-        if (event.metadata.state === "running" && !desktop) connectDesktop(id, screen);
+        if (event.metadata.state === "running" && !desktop) connectDesktop(id, screen, control.checked);
         return;
       }
       if (event.type === "complete") {
@@ -278,17 +288,28 @@ async function showSession(id) {
     });
   }
   streams.push(source);
-  if (s.state === "running") connectDesktop(id, screen);
+  if (s.state === "running") connectDesktop(id, screen, false);
 }
 
-/** The desktop, view-only, scaled to its pane (noVNC over the server's relay). */
-function connectDesktop(id, screen) {
+/** The desktop, scaled to its pane (noVNC over the server's relay); the
+ * relay passes input only when the page asks for control. */
+function connectDesktop(id, screen, control) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}/vnc/${encodeURIComponent(id)}/stream?token=${encodeURIComponent(token.get())}`;
-  desktop = new RFB(screen, url);
-  desktop.viewOnly = true;
-  desktop.scaleViewport = true;
-  desktop.addEventListener("disconnect", () => {
-    desktop = null;
+  const query = `token=${encodeURIComponent(token.get())}${control ? "&control=true" : ""}`;
+  const url = `${scheme}://${location.host}/vnc/${encodeURIComponent(id)}/stream?${query}`;
+  const rfb = new RFB(screen, url);
+  rfb.viewOnly = !control;
+  rfb.scaleViewport = true;
+  // Says on the pane whether (and how) it is connected, for people and tests.
+  screen.dataset.connected = "";
+  rfb.addEventListener("connect", () => {
+    screen.dataset.connected = control ? "control" : "view";
   });
+  rfb.addEventListener("disconnect", () => {
+    if (desktop === rfb) {
+      desktop = null;
+      screen.dataset.connected = "";
+    }
+  });
+  desktop = rfb;
 }

@@ -61,6 +61,50 @@ try {
   await p.locator(".message.assistant", { hasText: "hi-from-the-web" }).waitFor({ timeout: 60000 });
   await shot(p, "answered");
 
+  // Take control, and type into a terminal on the desktop.
+  const call = (path, body) => p.evaluate(async ([path, body]) => {
+    const token = sessionStorage.getItem("raworc.token");
+    const id = decodeURIComponent(location.hash.split("/")[2]);
+    const r = await fetch(`/api/v0/sessions/${id}/${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return r.json();
+  }, [path, body]);
+  await call("exec", {
+    command: "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
+  });
+  // Mapped, and the active window (clicked through the API until it is).
+  let active = false;
+  for (let i = 0; i < 100 && !active; i++) {
+    const info = await call("exec", { command: "xwininfo -name typing-target 2>/dev/null | grep -q IsViewable && echo mapped || true" });
+    if (info.stdout.includes("mapped")) {
+      await call("computer", { action: "left_click", coordinate: [120, 100] });
+      const out = await call("exec", { command: "xprop -root _NET_ACTIVE_WINDOW; xwininfo -name typing-target | grep 'Window id'" });
+      const activeId = out.stdout.match(/window id # (0x[0-9a-f]+)/)?.[1];
+      const target = out.stdout.match(/Window id: (0x[0-9a-f]+)/)?.[1];
+      active = Boolean(activeId && target && parseInt(activeId, 16) === parseInt(target, 16));
+    }
+    if (!active) await p.waitForTimeout(100);
+  }
+  if (!active) throw new Error("the terminal never became the active window");
+  await p.getByLabel("Take control").check();
+  await p.locator('#desktop[data-connected="control"]').waitFor();
+  // Into the canvas, where the terminal is (scaled to the pane), then the keyboard.
+  const box = await p.locator("#desktop canvas").boundingBox();
+  const scale = box.width / 1024;
+  await p.mouse.click(box.x + 120 * scale, box.y + 100 * scale);
+  await p.keyboard.type("typed in the page");
+  await p.keyboard.press("Enter");
+  let typed = "";
+  for (let i = 0; i < 100 && !typed.includes("typed in the page"); i++) {
+    typed = (await call("exec", { command: "cat /tmp/typed 2>/dev/null || true" })).stdout;
+    if (!typed.includes("typed in the page")) await p.waitForTimeout(100);
+  }
+  if (!typed.includes("typed in the page")) throw new Error(`the typed text did not arrive: ${JSON.stringify(typed)}`);
+  await shot(p, "typed");
+
   // Back to the list.
   await p.getByRole("link", { name: "← Sessions" }).click();
   await p.locator("#sessions").waitFor();
