@@ -255,9 +255,34 @@ async function showSession(id) {
     connectDesktop(id, screen, control.checked);
   });
   const controlLabel = el("label", { class: "control" }, control, " Take control");
+  // Lifecycle actions; each says what it did (or the API's refusal).
+  const act = (label, run) => {
+    const button = el("button", { type: "button", "data-action": label.toLowerCase() }, label);
+    button.addEventListener("click", async () => {
+      try {
+        await run();
+        showError("");
+      } catch (err) {
+        showError(err);
+      }
+    });
+    return button;
+  };
+  const sid = encodeURIComponent(id);
+  const actions = el("div", { class: "actions" },
+    act("Pause", () => api(`/sessions/${sid}/state`, { method: "PUT", body: { state: "paused" } })),
+    act("Resume", () => api(`/sessions/${sid}/state`, { method: "PUT", body: { state: "running" } })),
+    act("Close", () => api(`/sessions/${sid}/close`, { method: "POST" })),
+    act("Restore", () => api(`/sessions/${sid}/restore`, { method: "POST" })),
+    act("Delete", async () => {
+      if (!confirm("Delete this session, its computer and its disk?")) return;
+      await api(`/sessions/${sid}`, { method: "DELETE" });
+      location.hash = "";
+    }));
   main.replaceChildren(
     el("p", {}, el("a", { href: "#" }, "← Sessions")),
     el("h1", {}, s.name ?? s.id, " ", state, " ", busy),
+    actions,
     el("div", { class: "session" },
       el("section", { class: "talk" }, chat, form),
       el("section", { class: "screen" }, controlLabel, screen)));
