@@ -166,14 +166,9 @@ fn env_of(state: &HostState) -> &Environment {
     state.session_env.get().unwrap_or(&state.env)
 }
 
-async fn exec_command(
-    State(state): State<Shared>,
-    Json(req): Json<ExecRequest>,
-) -> Result<Json<crate::proto::ExecResult>, Error> {
-    let timeout = req
-        .timeout_s
-        .map(Duration::from_secs)
-        .unwrap_or(exec::DEFAULT_TIMEOUT);
+/// A call's `timeout_s` (or `default`), from 1 s to [`exec::MAX_TIMEOUT`].
+fn timeout_of(requested: Option<u64>, default: Duration) -> Result<Duration, Error> {
+    let timeout = requested.map(Duration::from_secs).unwrap_or(default);
     if timeout.is_zero() || timeout > exec::MAX_TIMEOUT {
         return Err(Error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -183,6 +178,14 @@ async fn exec_command(
             ),
         ));
     }
+    Ok(timeout)
+}
+
+async fn exec_command(
+    State(state): State<Shared>,
+    Json(req): Json<ExecRequest>,
+) -> Result<Json<crate::proto::ExecResult>, Error> {
+    let timeout = timeout_of(req.timeout_s, exec::DEFAULT_TIMEOUT)?;
     exec::run(env_of(&state), &req.command, "/session", timeout)
         .await
         .map(Json)
@@ -318,19 +321,7 @@ async fn bash_tool(
     State(state): State<Shared>,
     Json(req): Json<BashRequest>,
 ) -> Result<Json<ToolOutput>, Error> {
-    let timeout = req
-        .timeout_s
-        .map(Duration::from_secs)
-        .unwrap_or(bash::DEFAULT_TIMEOUT);
-    if timeout.is_zero() || timeout > exec::MAX_TIMEOUT {
-        return Err(Error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "timeout_s must be from 1 to {}",
-                exec::MAX_TIMEOUT.as_secs()
-            ),
-        ));
-    }
+    let timeout = timeout_of(req.timeout_s, bash::DEFAULT_TIMEOUT)?;
     detached(async move {
         state
             .bash

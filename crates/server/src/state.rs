@@ -76,6 +76,23 @@ impl AppState {
         }
     }
 
+    /// Resolves when a stream opened by `principal` must end: when its
+    /// token expires, or when the server begins to shut down.
+    pub fn stream_end(
+        &self,
+        principal: &crate::auth::Principal,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let now = chrono::Utc::now().timestamp();
+        let left = Duration::from_secs((principal.expires_at - now).max(0) as u64);
+        let closed = self.closed();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {},
+                _ = closed => {},
+            }
+        }
+    }
+
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.config.token_ttl_s)
     }

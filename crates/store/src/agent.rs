@@ -13,7 +13,7 @@ use raworc_api::SessionState;
 
 use crate::db::{self, Row};
 use crate::events::{self, NewEvent};
-use crate::messages::{self, MessageRow, NewMessage};
+use crate::messages::{self, message_columns, MessageRow, NewMessage};
 use crate::{now_ms, Conn, Dialect, Result, Store, StoreError};
 
 /// One stored step of the agent's work on a user message.
@@ -97,10 +97,11 @@ impl Store {
         session_id: &str,
         after_seq: i64,
     ) -> Result<Option<MessageRow>> {
-        let sql = self.dialect.sql(
-            "SELECT id, session_id, seq, role, content, metadata, created_at FROM messages \
-             WHERE session_id = ? AND seq > ? AND role = 'user' ORDER BY seq LIMIT 1",
-        );
+        let sql = self.dialect.sql(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE session_id = ? AND seq > ? AND role = 'user' ORDER BY seq LIMIT 1"
+        ));
         let row = db::query(&sql)
             .bind(session_id)
             .bind(after_seq)
@@ -117,10 +118,12 @@ impl Store {
         up_to_seq: i64,
         n: u32,
     ) -> Result<Vec<MessageRow>> {
-        let sql = self.dialect.sql(
-            "SELECT id, session_id, seq, role, content, metadata, created_at FROM messages \
-             WHERE session_id = ? AND seq <= ? AND role = 'user' ORDER BY seq DESC LIMIT ?",
-        );
+        let sql = self.dialect.sql(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE session_id = ? AND seq <= ? AND role = 'user' \
+             ORDER BY seq DESC LIMIT ?"
+        ));
         let rows = db::query(&sql)
             .bind(session_id)
             .bind(up_to_seq)

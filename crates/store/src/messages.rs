@@ -55,6 +55,7 @@ macro_rules! message_columns {
         "id, session_id, seq, role, content, metadata, created_at"
     };
 }
+pub(crate) use message_columns;
 
 pub(crate) fn from_row(row: &Row) -> Result<MessageRow> {
     let role: String = row.text("role")?;

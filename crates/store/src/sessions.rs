@@ -192,6 +192,7 @@ pub(crate) async fn fetch_live(conn: &mut Conn, dialect: Dialect, id: &str) -> R
     Ok(s)
 }
 
+/// Inserts a new session, with the `state` event of its first state.
 async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()> {
     let sql = dialect.sql(concat!(
         "INSERT INTO sessions (",
@@ -222,6 +223,8 @@ async fn insert(conn: &mut Conn, dialect: Dialect, s: &SessionRow) -> Result<()>
         .bind(s.answered_seq)
         .execute(&mut *conn)
         .await?;
+    // Its first state is an event, like every later one.
+    events::append(conn, dialect, &s.id, &[NewEvent::state(s.state, s.busy)]).await?;
     Ok(())
 }
 
@@ -291,13 +294,6 @@ impl Store {
                             MessageRow::new(&session.id, 1, NewMessage::user(content), now)
                         });
                         insert(conn, dialect, &session).await?;
-                        events::append(
-                            conn,
-                            dialect,
-                            &session.id,
-                            &[NewEvent::state(session.state, false)],
-                        )
-                        .await?;
                         for (name, sealed) in &new.sealed_secrets {
                             insert_secret(conn, dialect, &session.id, name, sealed).await?;
                         }
@@ -611,13 +607,6 @@ impl Store {
                             MessageRow::new(&child.id, 1, NewMessage::user(content), now)
                         });
                         insert(conn, dialect, &child).await?;
-                        events::append(
-                            conn,
-                            dialect,
-                            &child.id,
-                            &[NewEvent::state(child.state, false)],
-                        )
-                        .await?;
                         db::query(&dialect.sql(
                             "INSERT INTO session_secrets (session_id, name, sealed) \
                          SELECT ?, name, sealed FROM session_secrets WHERE session_id = ?",

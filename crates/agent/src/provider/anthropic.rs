@@ -311,9 +311,7 @@ impl Model for Anthropic {
         Box::pin(async move {
             let body = self.body(&req);
             let beta = req.tools.beta();
-            let (mut reply, attempts) = self.config.retry.run(|| self.attempt(&body, beta)).await?;
-            reply.attempts = attempts;
-            Ok(reply)
+            self.config.retry.turn(|| self.attempt(&body, beta)).await
         })
     }
 }

@@ -452,9 +452,7 @@ impl Model for OpenAi {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(async move {
             let body = self.body(&req);
-            let (mut reply, attempts) = self.config.retry.run(|| self.attempt(&body)).await?;
-            reply.attempts = attempts;
-            Ok(reply)
+            self.config.retry.turn(|| self.attempt(&body)).await
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
-use super::{AttemptError, ModelError};
+use super::{AttemptError, ModelError, ModelReply};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -55,6 +55,18 @@ impl RetryPolicy {
         let capped = base.min(self.max.as_secs_f64());
         let jitter = 1.0 - 0.25 * rand::random::<f64>();
         Duration::from_secs_f64(capped * jitter)
+    }
+
+    /// A model turn, tried as [`RetryPolicy::run`] tries; the reply counts
+    /// the attempts it took.
+    pub(crate) async fn turn<F, Fut>(&self, attempt: F) -> Result<ModelReply, ModelError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<ModelReply, AttemptError>>,
+    {
+        let (mut reply, attempts) = self.run(attempt).await?;
+        reply.attempts = attempts;
+        Ok(reply)
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.

@@ -144,10 +144,11 @@ fn start_of(headers: &HeaderMap, after: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-/// How long a stream may last: as long as the token that opened it.
-fn lifetime(principal: &Principal) -> Duration {
-    let now = chrono::Utc::now().timestamp();
-    Duration::from_secs((principal.expires_at - now).max(0) as u64)
+/// Server-sent events with keep-alives (a client that left is noticed).
+fn sse(events: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// The events as server-sent events (`id` = seq, `event` = type, `data` =
@@ -172,17 +173,7 @@ pub async fn stream(
         let data = serde_json::to_string(&event_json(e)).unwrap_or_default();
         Ok::<_, Infallible>(SseEvent::default().id(id).event(kind).data(data))
     });
-    let life = tokio::time::sleep(lifetime(&principal));
-    let closed = state.closed();
-    let events = events.take_until(async move {
-        tokio::select! {
-            _ = life => {},
-            _ = closed => {},
-        }
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(sse(events.take_until(state.stream_end(&principal))))
 }
 
 /// An event in seed 004's WebSocket shape.
@@ -215,13 +206,12 @@ pub async fn websocket(
 ) -> ApiResult<Response> {
     visible_session(&state, &principal, &id).await?;
     let after = q.after.unwrap_or(0).max(0);
-    let left = lifetime(&principal);
     let store = state.store.clone();
-    let closed = state.closed();
+    let end = state.stream_end(&principal);
     Ok(ws.on_upgrade(move |socket| async move {
         tokio::select! {
-            _ = tokio::time::timeout(left, relay_events(socket, store, id, after)) => {},
-            _ = closed => {},
+            _ = relay_events(socket, store, id, after) => {},
+            _ = end => {},
         }
     }))
 }
@@ -322,8 +312,7 @@ pub async fn sessions_stream(
     State(state): State<AppState>,
     HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
 ) -> ApiResult<Response> {
-    let life = tokio::time::sleep(lifetime(&principal));
-    let closed = state.closed();
+    let end = state.stream_end(&principal);
     let store = state.store.clone();
     let news = store.subscribe_events();
     let changes = futures::stream::unfold(
@@ -349,13 +338,5 @@ pub async fn sessions_stream(
             }
         },
     );
-    let changes = changes.take_until(async move {
-        tokio::select! {
-            _ = life => {},
-            _ = closed => {},
-        }
-    });
-    Ok(Sse::new(changes)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(sse(changes.take_until(end)))
 }

@@ -5,7 +5,6 @@
 //! The stream, which browsers open with `?token=` (a WebSocket cannot carry
 //! headers from a page), closes when that token expires.
 
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -100,26 +99,18 @@ pub async fn stream(
     let control = query.control;
     state.touch(&id);
     tracing::info!(session = %id, viewer = %principal.name, control, "desktop stream opened");
-    // The stream ends when the token that opened it would.
-    let left = Duration::from_secs((principal.expires_at - unix_now()).max(0) as u64);
-    let closed = state.closed();
+    // The stream ends when the token that opened it would, or at shutdown.
+    let end = state.stream_end(&principal);
     Ok(ws.protocols(["binary"]).on_upgrade(move |ws| async move {
         let relay = relay(ws, vnc, control, || state.touch(&id));
         let outcome = tokio::select! {
-            r = tokio::time::timeout(left, relay) => r.unwrap_or(Ok(())),
-            _ = closed => Ok(()),
+            r = relay => r,
+            _ = end => Ok(()),
         };
         if let Err(e) = outcome {
             tracing::debug!(session = %id, error = %e, "desktop stream ended");
         }
     }))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 /// Copies bytes both ways until either side closes; `used` is called for
