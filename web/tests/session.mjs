@@ -3,30 +3,14 @@
 // with the agent's steps shown live. Run by `crates/raworc/tests/web.rs`:
 //   node tests/session.mjs BASE_URL ADMIN_PASSWORD SHOTS_DIR
 
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { start } from "./browser.mjs";
 
 const [base, adminPass, shots] = process.argv.slice(2);
-mkdirSync(shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const problems = [];
-let step = 0;
-const shot = async (p, name) => {
-  step += 1;
-  await p.screenshot({ path: `${shots}/${String(step).padStart(2, "0")}-${name}.png` });
-};
+const run = await start(shots);
+const shot = (p, name) => run.shot(p, name);
 
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const p = await context.newPage();
-  p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-  p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  const p = await run.page();
   await p.goto(base + "/");
   await p.getByLabel("Operator").fill("admin");
   await p.getByLabel("Password").fill(adminPass);
@@ -127,15 +111,8 @@ try {
   await p.getByRole("link", { name: "← Sessions" }).click();
   await p.locator("#sessions").waitFor();
 } catch (err) {
-  problems.unshift(err.message);
-} finally {
-  await browser.close();
+  run.problems.unshift(err.message);
 }
+
 // The refused restore makes the browser log its failed request, on purpose.
-const provoked = /Failed to load resource: the server responded with a status of 409/;
-const unexpected = problems.filter((m) => !provoked.test(m));
-if (unexpected.length) {
-  console.error(unexpected.join("\n"));
-  process.exit(1);
-}
-console.log(`session page: ${step} steps passed`);
+await run.finish("session page", /Failed to load resource: the server responded with a status of 409/);

@@ -5,34 +5,12 @@
 // Exits non-zero (with the reason) at the first thing that is not as a
 // person would expect; saves a screenshot of each step in SHOTS_DIR.
 
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { start } from "./browser.mjs";
 
 const [base, adminPass, user, userPass, shots] = process.argv.slice(2);
-mkdirSync(shots, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const problems = [];
-let step = 0;
-
-async function page() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const p = await context.newPage();
-  p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-  p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  return p;
-}
-
-async function shot(p, name) {
-  step += 1;
-  await p.screenshot({ path: `${shots}/${String(step).padStart(2, "0")}-${name}.png` });
-}
+const run = await start(shots);
+const page = () => run.page();
+const shot = (p, name) => run.shot(p, name);
 
 function check(ok, what) {
   if (!ok) throw new Error(what);
@@ -107,17 +85,9 @@ try {
   await admin.locator("#error").filter({ hasText: /expired/i }).waitFor();
   await shot(admin, "expired");
 } catch (err) {
-  problems.unshift(err.message);
-} finally {
-  await browser.close();
+  run.problems.unshift(err.message);
 }
 
 // The wrong password, the expired token (401) and the too-long name (422)
 // make the browser log their failed requests, on purpose; nothing else may.
-const provoked = /Failed to load resource: the server responded with a status of (401|422)/;
-const unexpected = problems.filter((p) => !provoked.test(p));
-if (unexpected.length) {
-  console.error(unexpected.join("\n"));
-  process.exit(1);
-}
-console.log(`web page: ${step} steps passed`);
+await run.finish("web page", /Failed to load resource: the server responded with a status of (401|422)/);

@@ -87,20 +87,6 @@ async fn app(model: &ScriptedModel) -> TestApp {
     .await
 }
 
-fn tool(name: &str, input: Value) -> Step {
-    Step::Reply {
-        content: vec![json!({"type": "tool_use", "name": name, "input": input})],
-        stop_reason: "tool_use".into(),
-    }
-}
-
-fn done() -> Step {
-    Step::Reply {
-        content: vec![json!({"type": "text", "text": "done"})],
-        stop_reason: "end_turn".into(),
-    }
-}
-
 /// A client of a session's event stream that notes when each event arrives.
 struct Events {
     rx: tokio::sync::mpsc::UnboundedReceiver<(Value, Instant)>,
@@ -154,18 +140,16 @@ impl Events {
 async fn steps() {
     let mut script = Vec::new();
     for _ in 0..STEPS {
-        script.push(tool("bash", json!({"command": "true"})));
-        script.push(done());
+        script.push(Step::tool_use("bash", json!({"command": "true"})));
+        script.push(Step::text("done"));
     }
     for _ in 0..STEPS {
-        script.push(tool("computer", json!({"action": "screenshot"})));
-        script.push(done());
+        script.push(Step::tool_use("computer", json!({"action": "screenshot"})));
+        script.push(Step::text("done"));
     }
     let model = ScriptedModel::start(script).await.with_key(KEY);
     let app = app(&model).await;
-    let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let mut events = Events::open(&app, &id).await;
     for (label, what) in [("bash", "bash step"), ("screenshot", "screenshot step")] {
         let mut accepted_to_result = Vec::new();
@@ -224,15 +208,13 @@ async fn settles() {
     let mut script = Vec::new();
     for _ in 0..SETTLES {
         for (_, input) in &actions {
-            script.push(tool("computer", input.clone()));
-            script.push(done());
+            script.push(Step::tool_use("computer", input.clone()));
+            script.push(Step::text("done"));
         }
     }
     let model = ScriptedModel::start(script).await.with_key(KEY);
     let app = app(&model).await;
-    let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let mut events = Events::open(&app, &id).await;
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); actions.len()];
     for _ in 0..SETTLES {
@@ -259,9 +241,12 @@ async fn settles() {
 async fn fleet() {
     let mut script = Vec::new();
     for _ in 0..FLEET {
-        script.push(tool("bash", json!({"command": "echo working; sleep 0.2"})));
-        script.push(tool("computer", json!({"action": "screenshot"})));
-        script.push(done());
+        script.push(Step::tool_use(
+            "bash",
+            json!({"command": "echo working; sleep 0.2"}),
+        ));
+        script.push(Step::tool_use("computer", json!({"action": "screenshot"})));
+        script.push(Step::text("done"));
     }
     let model = ScriptedModel::start(script).await.with_key(KEY);
     let app = app(&model).await;

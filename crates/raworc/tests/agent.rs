@@ -129,8 +129,7 @@ async fn the_mock_agent_runs_a_command_on_the_computer_and_reports_every_step() 
     let token = app.admin_token.clone();
     let health = app.get("/health/detailed", None).await;
     assert_eq!(health.body["agent"]["status"], "mock", "{:?}", health.body);
-    let id = app.session(&token, json!({"name": "mock"})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({"name": "mock"})).await;
 
     let seq = app
         .post_message(
@@ -252,8 +251,7 @@ async fn read_sse(app: &TestApp, url: &str, last_id: Option<i64>, n: usize) -> V
 async fn streams_resume_without_gaps_or_repeats() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let url = format!("/api/v0/sessions/{id}/events/stream");
     // A first client reads the first three events, then goes away.
     let first = read_sse(&app, &url, None, 3).await;
@@ -358,44 +356,34 @@ fn tool(name: &str, input: Value) -> Value {
 /// well-formed.
 async fn scripted_work(provider: Provider, stream: bool) {
     let model = ScriptedModel::start(vec![
-        Step::Reply {
-            content: vec![
+        Step::reply(
+            vec![
                 text("Let me set things up."),
                 tool("bash", json!({"command": "cd /session/data && printf 'alpha\\nbeta\\n' > notes.txt && echo $((6*7))"})),
             ],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![tool(
-                "str_replace_based_edit_tool",
-                json!({"command": "str_replace", "path": "/session/data/notes.txt", "old_str": "beta", "new_str": "gamma"}),
-            )],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![
+            "tool_use",
+        ),
+        Step::tool_use(
+            "str_replace_based_edit_tool",
+            json!({"command": "str_replace", "path": "/session/data/notes.txt", "old_str": "beta", "new_str": "gamma"}),
+        ),
+        Step::reply(
+            vec![
                 tool("computer", json!({"action": "screenshot"})),
                 tool("computer", json!({"action": "left_click", "coordinate": [300, 400]})),
             ],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![tool("computer", json!({"action": "cursor_position"}))],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![text("All done: notes edited.")],
-            stop_reason: "end_turn".into(),
-        },
+            "tool_use",
+        ),
+        Step::tool_use("computer", json!({"action": "cursor_position"})),
+        Step::text("All done: notes edited."),
     ])
     .await
     .with_key(KEY);
     let app = provider_app(&model, provider, stream, 4).await;
     let token = app.admin_token.clone();
     let id = app
-        .session(&token, json!({"instructions": "Be brief and careful."}))
+        .running_session(json!({"instructions": "Be brief and careful."}))
         .await;
-    app.await_state(&token, &id, "running").await;
     let seq = app.post_message(&id, "Make the notes and edit them.").await;
     let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(reply["content"], "All done: notes edited.");
@@ -526,10 +514,7 @@ async fn faults(provider: Provider) {
         Step::Fault(Fault::CutStream),
         Step::Fault(Fault::StreamError),
         Step::Fault(Fault::MalformedJson),
-        Step::Reply {
-            content: vec![text("Recovered.")],
-            stop_reason: "end_turn".into(),
-        },
+        Step::text("Recovered."),
         Step::Fault(Fault::Status {
             status: 401,
             error_type: "authentication_error".into(),
@@ -540,8 +525,7 @@ async fn faults(provider: Provider) {
     .with_key(KEY);
     let app = provider_app(&model, provider, true, 6).await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     // Five transient faults in a row, then an answer: all retried.
     let seq = app.post_message(&id, "hello").await;
     let reply = app.reply_to(&id, seq, 120).await;
@@ -580,17 +564,11 @@ async fn faults(provider: Provider) {
 async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice() {
     use raworc_testkit::process::ServerProcess;
     let model = ScriptedModel::start(vec![
-        Step::Reply {
-            content: vec![tool(
-                "bash",
-                json!({"command": "echo start >> /session/data/runs; sleep 3; echo end >> /session/data/runs"}),
-            )],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![text("Picked up after the restart.")],
-            stop_reason: "end_turn".into(),
-        },
+        Step::tool_use(
+            "bash",
+            json!({"command": "echo start >> /session/data/runs; sleep 3; echo end >> /session/data/runs"}),
+        ),
+        Step::text("Picked up after the restart."),
     ])
     .await
     .with_key(KEY);
@@ -612,8 +590,7 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let app = server.app(&db).await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let seq = app.post_message(&id, "Do the long thing.").await;
     // Kill the control plane while the tool runs in the computer.
     await_some("the tool to start", 60, || async {
@@ -681,27 +658,23 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_agent_at_its_next_step() {
     let model = ScriptedModel::start(vec![
-        Step::Reply {
-            content: vec![
+        Step::reply(
+            vec![
                 tool(
                     "bash",
                     json!({"command": "sleep 2; echo first > /session/data/c1"}),
                 ),
                 tool("bash", json!({"command": "echo second > /session/data/c2"})),
             ],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![text("Ready again.")],
-            stop_reason: "end_turn".into(),
-        },
+            "tool_use",
+        ),
+        Step::text("Ready again."),
     ])
     .await
     .with_key(KEY);
     let app = model_app(&model, true, 4).await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let idle = app
         .post(
             &format!("/api/v0/sessions/{id}/cancel"),
@@ -769,8 +742,8 @@ async fn cancel_stops_the_agent_at_its_next_step() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
     let model = ScriptedModel::start(vec![
-        Step::Reply {
-            content: vec![
+        Step::reply(
+            vec![
                 tool(
                     "computer",
                     json!({"action": "left_click", "coordinate": [640, 400]}),
@@ -778,12 +751,9 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
                 tool("computer", json!({"action": "cursor_position"})),
                 tool("computer", json!({"action": "screenshot"})),
             ],
-            stop_reason: "tool_use".into(),
-        },
-        Step::Reply {
-            content: vec![text("Scaled.")],
-            stop_reason: "end_turn".into(),
-        },
+            "tool_use",
+        ),
+        Step::text("Scaled."),
     ])
     .await
     .with_key(KEY);
@@ -797,8 +767,7 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
     })
     .await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let seq = app.post_message(&id, "Click the middle.").await;
     assert_eq!(app.reply_to(&id, seq, 120).await["content"], "Scaled.");
     let requests = model.requests();
@@ -848,8 +817,7 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
 async fn the_computer_tools_screenshots_show_the_pointer() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let act = |input: Value| {
         let app = &app;
         let token = &token;
@@ -892,9 +860,8 @@ async fn secrets_the_agent_prints_are_kept_out_of_replies_events_and_disk() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
     let id = app
-        .session(&token, json!({"secrets": {"TOKEN": SECRET}}))
+        .running_session(json!({"secrets": {"TOKEN": SECRET}}))
         .await;
-    app.await_state(&token, &id, "running").await;
     let seq = app
         .post_message(
             &id,
@@ -934,8 +901,7 @@ async fn secrets_the_agent_prints_are_kept_out_of_replies_events_and_disk() {
 async fn a_message_to_a_closed_session_restores_it_and_is_answered() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     app.close(&token, &id).await;
     let seq = app.post_message(&id, "run `echo back-again`").await;
     let reply = app.reply_to(&id, seq, 120).await;
@@ -954,8 +920,7 @@ async fn a_message_to_a_closed_session_restores_it_and_is_answered() {
 async fn the_mock_agent_opens_a_page_in_the_browser() {
     let app = mock_app().await;
     let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     app.run(
         &token,
         &id,
@@ -985,10 +950,7 @@ async fn the_mock_agent_opens_a_page_in_the_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn steps_are_bounded_and_usage_is_counted() {
     let looping: Vec<Step> = (0..3)
-        .map(|_| Step::Reply {
-            content: vec![tool("bash", json!({"command": "true"}))],
-            stop_reason: "tool_use".into(),
-        })
+        .map(|_| Step::tool_use("bash", json!({"command": "true"})))
         .collect();
     let model = ScriptedModel::start(looping).await.with_key(KEY);
     let base = model.base_url();
@@ -1000,9 +962,7 @@ async fn steps_are_bounded_and_usage_is_counted() {
         c.agent_max_steps = 2;
     })
     .await;
-    let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let seq = app.post_message(&id, "Loop forever.").await;
     let reply = app.reply_to(&id, seq, 120).await;
     assert!(
@@ -1015,15 +975,7 @@ async fn steps_are_bounded_and_usage_is_counted() {
     assert_eq!(reply["metadata"]["steps"], 2);
     assert_eq!(model.requests().len(), 2, "no third model call");
     // Token usage shows in the metrics.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     let calls = metrics
         .lines()
         .find(|l| {
@@ -1046,26 +998,15 @@ async fn steps_are_bounded_and_usage_is_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_answer_is_said_and_does_not_break_the_conversation() {
     let model = ScriptedModel::start(vec![
-        Step::Reply {
-            content: vec![tool("bash", json!({"command": "printf 'a\\0b'"}))],
-            stop_reason: "tool_use".into(),
-        },
+        Step::tool_use("bash", json!({"command": "printf 'a\\0b'"})),
         // Models sometimes end a turn after tool results with no content.
-        Step::Reply {
-            content: vec![],
-            stop_reason: "end_turn".into(),
-        },
-        Step::Reply {
-            content: vec![text("Still here.")],
-            stop_reason: "end_turn".into(),
-        },
+        Step::reply(vec![], "end_turn"),
+        Step::text("Still here."),
     ])
     .await
     .with_key(KEY);
     let app = model_app(&model, true, 4).await;
-    let token = app.admin_token.clone();
-    let id = app.session(&token, json!({})).await;
-    app.await_state(&token, &id, "running").await;
+    let id = app.running_session(json!({})).await;
     let seq = app.post_message(&id, "Print a NUL.").await;
     let reply = app.reply_to(&id, seq, 120).await;
     assert_eq!(

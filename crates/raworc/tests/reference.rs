@@ -427,17 +427,11 @@ async fn screen_after(app: &TestApp, id: &str, call: &Call) -> Option<Vec<u8>> {
 }
 
 /// A session whose computer runs.
-async fn running_session(app: &TestApp) -> String {
-    let id = app.session(&app.admin_token, json!({})).await;
-    app.await_state(&app.admin_token, &id, "running").await;
-    id
-}
-
 /// The script through our agent: one user message per call, which the
 /// scripted model answers with the call, then (once it has the result)
 /// with a word.
 async fn play_ours(app: &TestApp, model: &ScriptedModel, script: &[Call]) -> Vec<Played> {
-    let id = running_session(app).await;
+    let id = app.running_session(json!({})).await;
     let mut played = Vec::new();
     for (i, call) in script.iter().enumerate() {
         let seq = app.post_message(&id, &format!("step {i}")).await;
@@ -494,7 +488,7 @@ fn package_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The script through the reference's tools, on a fresh computer.
 async fn play_reference(app: &TestApp, tools: &Path, script: &[Call]) -> Vec<Played> {
-    let id = running_session(app).await;
+    let id = app.running_session(json!({})).await;
     let files = package_files(tools);
     assert!(
         files.iter().any(|f| f == Path::new("computer.py")),

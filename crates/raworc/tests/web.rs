@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use raworc_testkit::web::run_browser_test;
 use raworc_testkit::{Backend, TestApp};
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
@@ -17,23 +18,9 @@ async fn the_session_page_shows_the_desktop_and_the_agents_work() {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
     })
     .await;
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-session-screenshots");
-    let out = tokio::process::Command::new("node")
-        .arg("tests/session.mjs")
-        .arg(&app.base)
-        .arg("admin-password")
-        .arg(&shots)
-        .current_dir(&web)
-        .output()
-        .await
-        .expect("node (the test script installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
+    let shots_arg = shots.to_string_lossy();
+    run_browser_test("session.mjs", &[&app.base, "admin-password", &shots_arg]).await;
     assert!(shots.join("02-desktop.png").exists());
     app.stop().await;
 }

@@ -107,15 +107,7 @@ async fn values_never_leave_through_the_api(b: Backend) {
         .await;
     assert_hidden("messages", &msgs.body, &secret);
     for path in ["/metrics", "/api/v0/openapi.json", "/health/detailed"] {
-        let text = app
-            .client
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.text(path).await;
         assert!(!text.contains(&secret), "{path} shows the secret");
     }
 

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use raworc_testkit::web::run_browser_test;
 use raworc_testkit::{Backend, StatusCode, TestApp};
 use serde_json::json;
 
@@ -34,26 +35,19 @@ async fn the_web_page_works_in_a_real_browser() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     app.session(&t, json!({"name": "admins-session"})).await;
 
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
-    let out = tokio::process::Command::new("node")
-        .arg("tests/ui.mjs")
-        .arg(&app.base)
-        .arg("admin-password")
-        .arg("alice")
-        .arg("alice-password")
-        .arg(&shots)
-        .current_dir(&web)
-        .output()
-        .await
-        .expect("node (the test script installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("steps passed"), "{stdout}");
+    let shots_arg = shots.to_string_lossy();
+    run_browser_test(
+        "ui.mjs",
+        &[
+            &app.base,
+            "admin-password",
+            "alice",
+            "alice-password",
+            &shots_arg,
+        ],
+    )
+    .await;
     assert!(shots.join("01-wrong-password.png").exists());
     app.stop().await;
 }

@@ -156,6 +156,13 @@ impl crate::TestApp {
         out["stdout"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// Creates a session as admin from `body` and waits until it runs; its id.
+    pub async fn running_session(&self, body: serde_json::Value) -> String {
+        let id = self.session(&self.admin_token, body).await;
+        self.await_state(&self.admin_token, &id, "running").await;
+        id
+    }
+
     /// Waits for session `id` to reach `state` and returns it; fails at
     /// once if it errors instead.
     pub async fn await_state(&self, token: &str, id: &str, state: &str) -> serde_json::Value {

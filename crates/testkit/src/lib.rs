@@ -11,6 +11,7 @@ pub mod computer;
 pub mod model;
 pub mod process;
 pub mod scan;
+pub mod web;
 
 use std::net::SocketAddr;
 
@@ -340,6 +341,18 @@ impl TestApp {
             body,
             content_type,
         }
+    }
+
+    /// The body of an unauthenticated `GET path` as text (metrics, pages).
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("response body")
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {

@@ -5,7 +5,6 @@
 //! The stream, which browsers open with `?token=` (a WebSocket cannot carry
 //! headers from a page), closes when that token expires.
 
-
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;

@@ -1,0 +1,50 @@
+// What both browser tests share: Debian's Chromium launched as it must
+// be here (headless, no sandbox as root, no background
+// networking), pages that record console errors, numbered screenshots,
+// and the verdict at the end.
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+/** A browser session of one test, saving screenshots into `shots`. */
+export async function start(shots) {
+  mkdirSync(shots, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  const problems = [];
+  let step = 0;
+  return {
+    problems,
+    /** A new page at 1280x800 whose console errors count as problems. */
+    async page() {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const p = await context.newPage();
+      p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+      p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      return p;
+    },
+    /** Saves the page as the next numbered screenshot. */
+    async shot(p, name) {
+      step += 1;
+      await p.screenshot({ path: `${shots}/${String(step).padStart(2, "0")}-${name}.png` });
+    },
+    /**
+     * Closes the browser and exits: non-zero with the problems, except
+     * the failed requests the test provoked on purpose (`provoked`).
+     */
+    async finish(label, provoked = null) {
+      await browser.close();
+      const unexpected = problems.filter((m) => !provoked?.test(m));
+      if (unexpected.length) {
+        console.error(unexpected.join("\n"));
+        process.exit(1);
+      }
+      console.log(`${label}: ${step} steps passed`);
+    },
+  };
+}
