@@ -14,6 +14,7 @@ use raworc_api::SessionState;
 use tokio::sync::broadcast;
 
 use crate::db::{self, Row};
+use crate::sessions;
 use crate::{now_ms, Conn, Dialect, Result, Store, StoreError};
 
 /// The kinds of event.
@@ -113,32 +114,16 @@ fn from_row(row: &Row) -> Result<EventRow> {
 
 /// Takes `n` numbers from the session's event counter; returns the first.
 async fn reserve_seqs(conn: &mut Conn, dialect: Dialect, session_id: &str, n: i64) -> Result<i64> {
-    macro_rules! bump {
-        () => {
-            "UPDATE sessions SET event_seq = event_seq + ? WHERE id = ?"
-        };
-    }
-    let row = if dialect == Dialect::MySql {
-        let bumped = db::query(bump!())
-            .bind(n)
-            .bind(session_id)
-            .execute(&mut *conn)
-            .await?;
-        if bumped != 1 {
-            return Err(StoreError::not_found("session", session_id));
-        }
-        db::query("SELECT event_seq FROM sessions WHERE id = ?")
-            .bind(session_id)
-            .fetch_optional(&mut *conn)
-            .await?
-    } else {
-        db::query(&dialect.sql(concat!(bump!(), " RETURNING event_seq")))
-            .bind(n)
-            .bind(session_id)
-            .fetch_optional(&mut *conn)
-            .await?
-    };
-    let row = row.ok_or_else(|| StoreError::not_found("session", session_id))?;
+    let row = sessions::update_returning(
+        conn,
+        dialect,
+        session_id,
+        "event_seq = event_seq + ?",
+        vec![n.into()],
+        "",
+        "event_seq",
+    )
+    .await?;
     Ok(row.i64("event_seq")? - n + 1)
 }
 

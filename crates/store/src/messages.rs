@@ -99,33 +99,16 @@ pub(crate) async fn next_seq(
     session_id: &str,
     now: i64,
 ) -> Result<(i64, SessionState)> {
-    macro_rules! bump {
-        () => {
-            "UPDATE sessions SET message_seq = message_seq + 1, last_activity_at = ? \
-             WHERE id = ? AND state <> 'deleted'"
-        };
-    }
-    let row = if dialect == Dialect::MySql {
-        let bumped = db::query(bump!())
-            .bind(now)
-            .bind(session_id)
-            .execute(&mut *conn)
-            .await?;
-        if bumped != 1 {
-            return Err(StoreError::not_found("session", session_id));
-        }
-        db::query("SELECT message_seq, state FROM sessions WHERE id = ?")
-            .bind(session_id)
-            .fetch_optional(&mut *conn)
-            .await?
-    } else {
-        db::query(&dialect.sql(concat!(bump!(), " RETURNING message_seq, state")))
-            .bind(now)
-            .bind(session_id)
-            .fetch_optional(&mut *conn)
-            .await?
-    };
-    let row = row.ok_or_else(|| StoreError::not_found("session", session_id))?;
+    let row = sessions::update_returning(
+        conn,
+        dialect,
+        session_id,
+        "message_seq = message_seq + 1, last_activity_at = ?",
+        vec![now.into()],
+        "AND state <> 'deleted'",
+        "message_seq, state",
+    )
+    .await?;
     let state = row.text("state")?;
     let state = SessionState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("session state '{state}'")))?;

@@ -630,6 +630,48 @@ impl Store {
     }
 }
 
+/// Runs `UPDATE sessions SET {set} WHERE id = ? {and}` on session `id`
+/// (`set_args` bound first) and returns the updated row's `columns`: one
+/// round trip where the database has `RETURNING`, an UPDATE then a SELECT
+/// on MySQL. No row updated is `NotFound`.
+pub(crate) async fn update_returning(
+    conn: &mut Conn,
+    dialect: Dialect,
+    id: &str,
+    set: &str,
+    set_args: Vec<db::Value>,
+    and: &str,
+    columns: &str,
+) -> Result<Row> {
+    let update = format!("UPDATE sessions SET {set} WHERE id = ? {and}");
+    fn bound<'q>(mut q: db::Query<'q>, args: &[db::Value], id: &str) -> db::Query<'q> {
+        for a in args {
+            q = q.bind(a.clone());
+        }
+        q.bind(id)
+    }
+    let row = if dialect == Dialect::MySql {
+        let updated = bound(db::query(&update), &set_args, id)
+            .execute(&mut *conn)
+            .await?;
+        if updated != 1 {
+            return Err(StoreError::not_found("session", id));
+        }
+        db::query(&format!("SELECT {columns} FROM sessions WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    } else {
+        let sql = dialect
+            .sql(&format!("{update} RETURNING {columns}"))
+            .into_owned();
+        bound(db::query(&sql), &set_args, id)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    row.ok_or_else(|| StoreError::not_found("session", id))
+}
+
 /// Moves `s` to `to`, guarded against a concurrent change of state.
 pub(crate) async fn set_state(
     conn: &mut Conn,
