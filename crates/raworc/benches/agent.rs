@@ -75,12 +75,9 @@ fn main() {
 }
 
 async fn app(model: &ScriptedModel) -> TestApp {
-    let base = model.base_url();
-    TestApp::spawn_with(Backend::Sqlite, move |c| {
+    TestApp::spawn_with(Backend::Sqlite, |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
-        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-        c.anthropic_base_url = base;
-        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        model.serve_anthropic(c);
         c.llm_stream = false;
         c.max_sessions = 64;
     })

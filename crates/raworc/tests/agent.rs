@@ -43,22 +43,11 @@ async fn provider_app(
     stream: bool,
     retries: u32,
 ) -> TestApp {
-    let base = model.base_url();
-    TestApp::spawn_with(Backend::Sqlite, move |c| {
+    TestApp::spawn_with(Backend::Sqlite, |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
-        let key = Some(raworc_server::config::ApiKey(KEY.into()));
         match provider {
-            Provider::Anthropic => {
-                c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-                c.anthropic_base_url = base;
-                c.anthropic_api_key = key;
-            }
-            Provider::OpenAi => {
-                c.llm = Some(raworc_server::config::LlmKind::Openai);
-                c.model = "qwen2.5-vl".into();
-                c.openai_base_url = base;
-                c.openai_api_key = key;
-            }
+            Provider::Anthropic => model.serve_anthropic(c),
+            Provider::OpenAi => model.serve_openai(c, "qwen2.5-vl"),
         }
         c.llm_stream = stream;
         c.llm_retries = retries;
@@ -757,13 +746,10 @@ async fn a_model_told_of_a_smaller_screen_has_its_coordinates_scaled() {
     ])
     .await
     .with_key(KEY);
-    let base = model.base_url();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
         c.display_size = (1920, 1200);
-        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-        c.anthropic_base_url = base;
-        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        model.serve_anthropic(c);
     })
     .await;
     let token = app.admin_token.clone();
@@ -953,12 +939,9 @@ async fn steps_are_bounded_and_usage_is_counted() {
         .map(|_| Step::tool_use("bash", json!({"command": "true"})))
         .collect();
     let model = ScriptedModel::start(looping).await.with_key(KEY);
-    let base = model.base_url();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
-        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-        c.anthropic_base_url = base;
-        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        model.serve_anthropic(c);
         c.agent_max_steps = 2;
     })
     .await;

@@ -853,12 +853,9 @@ async fn our_tools_behave_like_the_reference_tools() {
         })
         .collect();
     let model = ScriptedModel::start(steps).await.with_key(KEY);
-    let base = model.base_url();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         raworc_testkit::computer::enable(c, Path::new(RAWORC));
-        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
-        c.anthropic_base_url = base;
-        c.anthropic_api_key = Some(raworc_server::config::ApiKey(KEY.into()));
+        model.serve_anthropic(c);
     })
     .await;
 

@@ -250,6 +250,23 @@ impl ScriptedModel {
         self.shared.lock().key.clone()
     }
 
+    /// Points a server's agent at this model through Anthropic's API, with
+    /// the key this model expects.
+    pub fn serve_anthropic(&self, c: &mut raworc_server::ServerConfig) {
+        c.llm = Some(raworc_server::config::LlmKind::Anthropic);
+        c.anthropic_base_url = self.base_url();
+        c.anthropic_api_key = Some(raworc_server::config::ApiKey(self.key()));
+    }
+
+    /// Points a server's agent at this model through the OpenAI-compatible
+    /// API (as model `model`), with the key this model expects.
+    pub fn serve_openai(&self, c: &mut raworc_server::ServerConfig, model: &str) {
+        c.llm = Some(raworc_server::config::LlmKind::Openai);
+        c.model = model.to_owned();
+        c.openai_base_url = self.base_url();
+        c.openai_api_key = Some(raworc_server::config::ApiKey(self.key()));
+    }
+
     /// `http://127.0.0.1:PORT`, without a trailing slash or `/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
