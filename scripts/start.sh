@@ -14,7 +14,9 @@ echo "==> building raworc (release)"
 cargo build --release --locked -p raworc
 # Link the binary where PATH looks: /usr/local/bin for root, else
 # ~/.local/bin (and say so when that is not on PATH).
-bin="$PWD/target/release/raworc"
+# Where cargo put it (CARGO_TARGET_DIR moves it out of the tree).
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+bin="$target_dir/release/raworc"
 if [ "$(id -u)" = 0 ]; then link_dir=/usr/local/bin; else link_dir="$HOME/.local/bin"; fi
 mkdir -p "$link_dir"
 ln -sf "$bin" "$link_dir/raworc"
@@ -29,4 +31,4 @@ if [ "$(id -u)" != 0 ]; then
     echo "==> not root: starting without computers (--runtime none); run as root for computers"
     export RAWORC_RUNTIME=none
 fi
-exec target/release/raworc start "$@"
+exec "$bin" start "$@"
