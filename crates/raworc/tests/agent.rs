@@ -248,6 +248,8 @@ async fn streams_resume_without_gaps_or_repeats() {
     // Work happens while nobody listens.
     let seq = app.post_message(&id, "run `echo one`").await;
     app.reply_to(&id, seq, 120).await;
+    // Every event of that work is written once the agent is idle.
+    app.await_idle(&id).await;
     let total = app.events(&id).await.len();
     assert!(total > 5);
     // The reconnecting client gets exactly the rest, in order.
@@ -632,13 +634,7 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
         .count();
     assert_eq!(replies, 1);
     // The busy flag the crash left up comes down once the work is done.
-    await_some("busy to drop", 30, || async {
-        let s = app
-            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
-            .await;
-        (s.body["busy"] == false).then_some(())
-    })
-    .await;
+    app.await_idle(&id).await;
     app.delete(&format!("/api/v0/sessions/{id}"), Some(&token))
         .await;
     assert!(server.terminate().success());
@@ -708,13 +704,7 @@ async fn cancel_stops_the_agent_at_its_next_step() {
         "skipped\n"
     );
     assert_eq!(model.requests().len(), 1);
-    await_some("busy to drop", 30, || async {
-        let s = app
-            .get(&format!("/api/v0/sessions/{id}"), Some(&token))
-            .await;
-        (s.body["busy"] == false).then_some(())
-    })
-    .await;
+    app.await_idle(&id).await;
     // The next message goes on from a well-formed conversation.
     let seq = app.post_message(&id, "Are you there?").await;
     assert_eq!(app.reply_to(&id, seq, 120).await["content"], "Ready again.");

@@ -38,6 +38,18 @@ impl crate::TestApp {
         .await
     }
 
+    /// Waits until session `id`'s agent has finished its work (`busy` is
+    /// down: every event of that work is written).
+    pub async fn await_idle(&self, id: &str) {
+        await_some(&format!("session {id}'s agent to be idle"), 30, || async {
+            let r = self
+                .get(&format!("/api/v0/sessions/{id}"), Some(&self.admin_token))
+                .await;
+            (r.body["busy"] == false).then_some(())
+        })
+        .await
+    }
+
     /// Session `id`'s events (up to a thousand).
     pub async fn events(&self, id: &str) -> Vec<Value> {
         let r = self
