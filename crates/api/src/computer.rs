@@ -39,3 +39,42 @@ pub struct ComputerOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
+
+/// `GET /sessions/{id}/files?path=…`: the directory to list.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListFiles {
+    /// Absolute path of a directory inside the computer, e.g. `/session/data`.
+    pub path: String,
+}
+
+/// What a directory entry is. A link is reported as one, never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Link,
+    /// Sockets, pipes, devices.
+    Other,
+}
+
+/// One entry of a [`DirListing`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    pub kind: FileKind,
+    /// Bytes; for a link, the link's own size.
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// A directory inside the computer, as its user sees it: directories first,
+/// then by name; at most 10 000 entries (`truncated` when there are more).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirListing {
+    /// The directory listed (normalised: no trailing `/`).
+    pub path: String,
+    pub entries: Vec<FileEntry>,
+    pub truncated: bool,
+}

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::proto::{
-    BashRequest, ComputerResult, DesktopReady, DisplaySize, EditRequest, ErrorBody, ExecRequest,
-    ExecResult, Ready, SessionConfig, ToolOutput, SOCKET,
+    BashRequest, ComputerResult, DesktopReady, DirListing, DisplaySize, EditRequest, ErrorBody,
+    ExecRequest, ExecResult, Ready, SessionConfig, ToolOutput, SOCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +373,19 @@ impl HostClient {
         .map(|_| ())
     }
 
+    /// The directory at `path` inside the computer (its first
+    /// [`crate::files::MAX_ENTRIES`] entries, so the answer stays well
+    /// below the bound on JSON answers).
+    pub async fn list_dir(&self, path: &str) -> Result<DirListing, HostError> {
+        self.json(
+            Method::GET,
+            &segments_uri("/v1/dir", path),
+            &(),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
     /// Asks the host to close the browser and end the computer.
     pub async fn shutdown(&self) -> Result<(), HostError> {
         self.call(
@@ -417,7 +430,13 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 /// `/v1/files/<path>` with each segment percent-encoded.
 fn files_uri(path: &str) -> String {
-    let mut uri = String::from("/v1/files");
+    segments_uri("/v1/files", path)
+}
+
+/// `<prefix>/<path>` with each segment percent-encoded (`<prefix>` alone
+/// for the root).
+fn segments_uri(prefix: &str, path: &str) -> String {
+    let mut uri = String::from(prefix);
     for segment in path.split('/').filter(|s| !s.is_empty()) {
         uri.push('/');
         uri.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
@@ -432,6 +451,11 @@ mod tests {
         assert_eq!(
             super::files_uri("/tmp/a b/ü?.txt"),
             "/v1/files/tmp/a%20b/%C3%BC%3F.txt"
+        );
+        assert_eq!(super::segments_uri("/v1/dir", "/"), "/v1/dir");
+        assert_eq!(
+            super::segments_uri("/v1/dir", "/session/data/"),
+            "/v1/dir/session/data"
         );
     }
 }

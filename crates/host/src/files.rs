@@ -1,10 +1,21 @@
-//! File transfer inside the computer, with the computer user's rights.
-//! Uploads land whole or not at all (written beside the target, then renamed).
+//! File transfer and directory listings inside the computer, with the
+//! computer user's rights. Uploads land whole or not at all (written beside
+//! the target, then renamed).
 
+use std::collections::BinaryHeap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
+
+use crate::proto::{DirEntry, DirListing, EntryKind};
+
+/// Most entries one listing answers with: bounds the answer, and the memory
+/// that sorting it takes, whatever the directory holds.
+pub const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -50,6 +61,92 @@ pub fn resolve(path: &str) -> Result<PathBuf, FileError> {
         return Err(FileError::BadPath("the path must not contain '..'".into()));
     }
     Ok(joined)
+}
+
+/// The directory to list at `/{path}`: [`resolve`]'s rules, except that the
+/// root itself may be listed; normalised (no `.`, `//` or trailing `/`) so
+/// that the listing names it the same way however it was asked for.
+pub fn resolve_dir(path: &str) -> Result<PathBuf, FileError> {
+    let joined = if path.trim_start_matches('/').is_empty() && !path.contains('\0') {
+        PathBuf::from("/")
+    } else {
+        resolve(path)?
+    };
+    Ok(joined.components().collect())
+}
+
+/// Lists the directory at `path`: directories first, then by name (byte
+/// order), the first `bound` of them, `truncated` when there were more.
+/// Entries are read with `lstat`: a link is shown as a link, never
+/// followed. An entry removed while the listing runs is left out.
+pub async fn list(path: &Path, bound: usize) -> Result<DirListing, FileError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || list_blocking(&owned, bound))
+        .await
+        .map_err(|e| FileError::io(path, std::io::Error::other(e)))?
+}
+
+fn list_blocking(path: &Path, bound: usize) -> Result<DirListing, FileError> {
+    let dir = std::fs::read_dir(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => FileError::BadPath(format!("{} is not a directory", path.display())),
+        _ => FileError::io(path, e),
+    })?;
+    // The `bound` first entries in listing order, the greatest on top: one
+    // pass over a directory of any size, in memory for `bound` names only.
+    // The kind comes from the directory itself (no `lstat` per entry yet).
+    let mut kept: BinaryHeap<(bool, Vec<u8>)> = BinaryHeap::with_capacity(bound.min(1024));
+    let mut truncated = false;
+    for entry in dir {
+        let entry = entry.map_err(|e| FileError::io(path, e))?;
+        let is_dir = match entry.file_type() {
+            Ok(t) => t.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(FileError::io(&entry.path(), e)),
+        };
+        let key = (!is_dir, entry.file_name().into_vec());
+        if kept.len() < bound {
+            kept.push(key);
+            continue;
+        }
+        truncated = true;
+        if kept.peek().is_some_and(|greatest| key < *greatest) {
+            kept.pop();
+            kept.push(key);
+        }
+    }
+    let mut entries = Vec::with_capacity(kept.len());
+    for (_, name) in kept.into_sorted_vec() {
+        let name = OsStr::from_bytes(&name);
+        let full = path.join(name);
+        let meta = match std::fs::symlink_metadata(&full) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(FileError::io(&full, e)),
+        };
+        let kind = meta.file_type();
+        entries.push(DirEntry {
+            name: name.to_string_lossy().into_owned(),
+            kind: if kind.is_symlink() {
+                EntryKind::Link
+            } else if kind.is_dir() {
+                EntryKind::Dir
+            } else if kind.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            },
+            size: meta.len(),
+            modified_ms: meta
+                .mtime()
+                .saturating_mul(1000)
+                .saturating_add(meta.mtime_nsec() / 1_000_000),
+        });
+    }
+    Ok(DirListing {
+        path: path.display().to_string(),
+        entries,
+        truncated,
+    })
 }
 
 /// Opens a file for download; directories are refused.
@@ -129,6 +226,108 @@ mod tests {
         assert!(resolve("/").is_err());
         assert!(resolve("tmp/../etc/shadow").is_err());
         assert!(resolve("a\0b").is_err());
+    }
+
+    #[test]
+    fn a_directory_to_list_may_be_the_root_and_is_normalised() {
+        assert_eq!(resolve_dir("/").unwrap(), PathBuf::from("/"));
+        assert_eq!(resolve_dir("").unwrap(), PathBuf::from("/"));
+        assert_eq!(
+            resolve_dir("/session//./data/").unwrap().to_str(),
+            Some("/session/data")
+        );
+        assert!(resolve_dir("/session/../etc").is_err());
+        assert!(resolve_dir("/\0").is_err());
+    }
+
+    fn names(listing: &DirListing) -> Vec<(&str, EntryKind)> {
+        listing
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_listing_puts_directories_first_and_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("b.txt"), "12345").unwrap();
+        std::fs::write(root.join("a.txt"), "1").unwrap();
+        std::fs::create_dir(root.join("zdir")).unwrap();
+        std::fs::create_dir(root.join("Cdir")).unwrap();
+        std::os::unix::fs::symlink("zdir", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+
+        let listing = list(root, MAX_ENTRIES).await.unwrap();
+        assert_eq!(
+            names(&listing),
+            [
+                ("Cdir", EntryKind::Dir),
+                ("zdir", EntryKind::Dir),
+                ("a.txt", EntryKind::File),
+                ("b.txt", EntryKind::File),
+                ("dangling", EntryKind::Link),
+                ("link", EntryKind::Link),
+            ]
+        );
+        assert!(!listing.truncated);
+        assert_eq!(listing.path, root.display().to_string());
+        let size = |name: &str| {
+            listing
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.size)
+        };
+        assert_eq!(size("b.txt"), Some(5));
+        // A link's size is its own: the length of what it points to.
+        assert_eq!(size("dangling"), Some("/nowhere/at/all".len() as u64));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for e in &listing.entries {
+            assert!((now_ms - e.modified_ms).abs() < 600_000, "{e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_keeps_the_first_entries_in_order_up_to_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["e", "a", "d", "c", "b"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("z")).unwrap();
+        let listing = list(dir.path(), 3).await.unwrap();
+        assert_eq!(
+            names(&listing),
+            [
+                ("z", EntryKind::Dir),
+                ("a", EntryKind::File),
+                ("b", EntryKind::File)
+            ]
+        );
+        assert!(listing.truncated);
+        let exact = list(dir.path(), 6).await.unwrap();
+        assert_eq!(exact.entries.len(), 6);
+        assert!(!exact.truncated);
+        let none = list(dir.path(), 0).await.unwrap();
+        assert!(none.entries.is_empty() && none.truncated);
+    }
+
+    #[tokio::test]
+    async fn a_listing_of_a_file_or_of_nothing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let err = list(&file, MAX_ENTRIES).await.unwrap_err();
+        assert!(matches!(err, FileError::BadPath(_)), "{err:?}");
+        assert!(err.to_string().ends_with("is not a directory"), "{err}");
+        let err = list(&dir.path().join("missing"), MAX_ENTRIES)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Some(std::io::ErrorKind::NotFound), "{err:?}");
     }
 
     #[tokio::test]

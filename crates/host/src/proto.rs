@@ -7,6 +7,7 @@
 //! - `GET  /ready` — waits until the desktop is painted and setup has run → [`Ready`]
 //! - `POST /exec` [`ExecRequest`] → [`ExecResult`]
 //! - `GET|PUT /files/{path}` — a file's bytes at `/{path}` inside
+//! - `GET  /dir/{path}` (`GET /dir` for `/`) — the directory `/{path}` → [`DirListing`]
 //! - `GET  /screenshot` → `image/png`
 //! - `POST /computer` (a computer-tool input) → [`ComputerResult`]
 //! - `POST /bash` [`BashRequest`] → [`ToolOutput`] (the one persistent shell)
@@ -221,6 +222,41 @@ impl ToolOutput {
             ..ToolOutput::default()
         }
     }
+}
+
+/// What a directory entry is, as `lstat` sees it: a link is never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Link,
+    /// Sockets, pipes, devices.
+    Other,
+}
+
+/// One entry of a [`DirListing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The file name (lossily UTF-8).
+    pub name: String,
+    pub kind: EntryKind,
+    /// Bytes; for a link, the link's own size (its target's length).
+    pub size: u64,
+    /// Last modification, milliseconds since the epoch (the host has no
+    /// calendar; the control plane turns it into RFC 3339).
+    pub modified_ms: i64,
+}
+
+/// A directory's entries (`GET /v1/dir/{path}`): directories first, then
+/// by name; at most a bound of them, with `truncated` set when more exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirListing {
+    /// The directory listed, as an absolute path.
+    pub path: String,
+    pub entries: Vec<DirEntry>,
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use crate::editor::Editor;
 use crate::exec::{self, Environment};
 use crate::files::{self, FileError};
 use crate::proto::{
-    BashRequest, DesktopReady, DisplaySize, EditRequest, ErrorBody, ExecRequest, Ready,
+    BashRequest, DesktopReady, DirListing, DisplaySize, EditRequest, ErrorBody, ExecRequest, Ready,
     SessionConfig, ToolOutput,
 };
 
@@ -88,6 +88,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/ready", get(ready))
         .route("/v1/exec", post(exec_command))
         .route("/v1/files/{*path}", get(download).put(upload))
+        .route("/v1/dir", get(list_root))
+        .route("/v1/dir/{*path}", get(list_dir))
         .route("/v1/screenshot", get(screenshot))
         .route("/v1/computer", post(computer))
         .route("/v1/bash", post(bash_tool))
@@ -210,6 +212,20 @@ async fn upload(Path(path): Path<String>, body: Body) -> Result<StatusCode, Erro
     let path = files::resolve(&path)?;
     files::write(&path, body.into_data_stream()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The root's listing: a wildcard route needs at least one segment.
+async fn list_root() -> Result<Json<DirListing>, Error> {
+    listing("/").await
+}
+
+async fn list_dir(Path(path): Path<String>) -> Result<Json<DirListing>, Error> {
+    listing(&path).await
+}
+
+async fn listing(path: &str) -> Result<Json<DirListing>, Error> {
+    let path = files::resolve_dir(path)?;
+    Ok(Json(files::list(&path, files::MAX_ENTRIES).await?))
 }
 
 /// `?settle_ms=N`: wait until the screen has settled (at most N ms) first.
@@ -374,6 +390,38 @@ mod tests {
         });
         let listener = tokio::net::UnixListener::bind(dir.join(crate::proto::SOCKET)).unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    }
+
+    #[tokio::test]
+    async fn directories_are_listed_over_the_socket_with_file_errors_kept() {
+        let dir = tempfile::Builder::new().prefix("host").tempdir().unwrap();
+        serve(dir.path());
+        let client = HostClient::new(dir.path());
+        let data = dir.path().join("a b");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("f.txt"), "abc").unwrap();
+        let path = data.display().to_string();
+
+        let listing = client.list_dir(&format!("{path}/")).await.unwrap();
+        assert_eq!(listing.path, path);
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(
+            (
+                listing.entries[0].name.as_str(),
+                listing.entries[0].kind,
+                listing.entries[0].size
+            ),
+            ("f.txt", crate::proto::EntryKind::File, 3)
+        );
+        let root = client.list_dir("/").await.unwrap();
+        assert_eq!(root.path, "/");
+        assert!(root.entries.iter().any(|e| e.name == "tmp"));
+        let status = |r: Result<DirListing, HostError>| match r {
+            Err(HostError::Status { status, .. }) => status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(client.list_dir(&format!("{path}/f.txt")).await), 400);
+        assert_eq!(status(client.list_dir(&format!("{path}/gone")).await), 404);
     }
 
     #[tokio::test]

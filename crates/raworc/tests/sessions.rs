@@ -348,6 +348,108 @@ async fn a_session_lives_its_whole_life_on_a_real_computer() {
     app.stop().await;
 }
 
+/// Uploads `content` as the file at `path` inside session `id`'s computer.
+async fn upload(app: &TestApp, token: &str, id: &str, path: &str, content: &'static str) {
+    let put = app
+        .client
+        .put(format!("{}/api/v0/sessions/{id}/files{path}", app.base))
+        .bearer_auth(token)
+        .body(content)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT, "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_computers_directories_are_listed_as_its_user_sees_them() {
+    let app = app().await;
+    let admin = app.admin_token.clone();
+    let other = app.operator("eve", "user").await;
+    let id = app.session(&admin, json!({"name": "listed"})).await;
+    app.await_state(&admin, &id, "running").await;
+    let list = |path: &str| format!("/api/v0/sessions/{id}/files?path={path}");
+
+    upload(&app, &admin, &id, "/session/data/b.txt", "12345").await;
+    upload(&app, &admin, &id, "/session/data/a.txt", "abc").await;
+    app.run(
+        &admin,
+        &id,
+        "mkdir /session/data/sub && ln -s b.txt /session/data/link",
+    )
+    .await;
+    let r = app.get(&list("/session/data"), Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["path"], "/session/data");
+    assert_eq!(r.body["truncated"], false);
+    let entries = r.body["entries"].as_array().expect("entries");
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default(),
+                e["kind"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("sub", "dir"),
+            ("a.txt", "file"),
+            ("b.txt", "file"),
+            ("link", "link")
+        ],
+        "{entries:?}"
+    );
+    // Sizes as lstat gives them: a link's is its own (the target's name).
+    assert_eq!(entries[1]["size"], 3);
+    assert_eq!(entries[2]["size"], 5);
+    assert_eq!(entries[3]["size"], "b.txt".len());
+    // Modification times are RFC 3339 in UTC, to the computer's clock.
+    let mtime = app
+        .run(
+            &admin,
+            &id,
+            "date -u -d @$(stat -c %Y /session/data/a.txt) +%Y-%m-%dT%H:%M:%S",
+        )
+        .await;
+    let modified = entries[1]["modified"].as_str().unwrap_or_default();
+    assert!(
+        modified.starts_with(mtime.trim()) && modified.ends_with('Z'),
+        "{modified} vs {mtime}"
+    );
+    // The same directory however it is named; a subdirectory.
+    let again = app.get(&list("/session//data/"), Some(&admin)).await;
+    assert_eq!(again.body["path"], "/session/data");
+    let sub = app.get(&list("/session/data/sub"), Some(&admin)).await;
+    assert_eq!(sub.status, StatusCode::OK, "{:?}", sub.body);
+    assert_eq!(sub.body["entries"], json!([]));
+
+    // What cannot be listed.
+    let missing = app.get(&list("/session/data/nope"), Some(&admin)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{:?}", missing.body);
+    let file = app.get(&list("/session/data/a.txt"), Some(&admin)).await;
+    assert_eq!(file.status, StatusCode::BAD_REQUEST, "{:?}", file.body);
+    assert!(file.error().contains("not a directory"), "{:?}", file.body);
+    for bad in [
+        list("../x"),
+        list("session/data"),
+        list("/session/../etc"),
+        list(""),
+        format!("/api/v0/sessions/{id}/files"),
+    ] {
+        let r = app.get(&bad, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+        assert!(r.error().contains("path"), "{bad}: {:?}", r.body);
+    }
+
+    // Someone else's session does not exist for them.
+    let r = app.get(&list("/session/data"), Some(&other)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    app.stop().await;
+}
+
 /// Polls session `id` every few milliseconds and, the moment it first
 /// reads `running`, takes a screenshot: what a client would see first.
 async fn first_look_when_running(app: &TestApp, token: &str, id: &str) -> Image {

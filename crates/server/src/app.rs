@@ -68,6 +68,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(computer::screenshot))
         .routes(routes!(computer::computer))
         .routes(routes!(computer::exec))
+        .routes(routes!(computer::list_files))
         .routes(routes!(messages::list, messages::post, messages::clear))
         .routes(routes!(messages::count))
         .routes(routes!(events::sessions_stream))

@@ -127,6 +127,8 @@ const ROWS: &[Row] = &[
     ("POST",   "/sessions/{sid}/exec",               Some(r#"{"command":"true"}"#),                                Fresh::No,            [401, 409, 404, 409]),
     ("GET",    "/sessions/{sid}/files/{file}",       None,                                                         Fresh::No,            [401, 409, 404, 409]),
     ("PUT",    "/sessions/{sid}/files/{file}",       Some(r#"{"any":"bytes"}"#),                                   Fresh::No,            [401, 409, 404, 409]),
+    ("GET",    "/sessions/{sid}/files?path=/session/data", None,                                                   Fresh::No,            [401, 409, 404, 409]),
+    ("GET",    "/sessions/{admin_sid}/files?path=/session/data", None,                                             Fresh::No,            [401, 404, 404, 409]),
     ("GET",    "/sessions/{admin_sid}/screenshot",   None,                                                         Fresh::No,            [401, 404, 404, 409]),
     // Audit: admins only.
     ("GET",    "/audit",                             None,                                                         Fresh::No,            [401, 403, 403, 200]),
@@ -383,10 +385,12 @@ impl<'a> Fixture<'a> {
     }
 }
 
-/// `{x}` placeholders replaced; `{}` for each parameter, to compare with OpenAPI.
+/// `{x}` placeholders replaced; `{}` for each parameter, and the query
+/// string left out, to compare with OpenAPI.
 fn shape(path: &str) -> String {
     let mut out = String::new();
     let mut in_param = false;
+    let path = path.split('?').next().unwrap_or(path);
     for c in path.chars() {
         match c {
             '{' => {

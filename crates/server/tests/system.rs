@@ -77,6 +77,7 @@ fn api_routes() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("/api/v0/sessions/{id}/screenshot", vec!["get"]),
         ("/api/v0/sessions/{id}/computer", vec!["post"]),
         ("/api/v0/sessions/{id}/exec", vec!["post"]),
+        ("/api/v0/sessions/{id}/files", vec!["get"]),
         ("/api/v0/sessions/{id}/files/{path}", vec!["get", "put"]),
         ("/api/v0/sessions/stream", vec!["get"]),
         ("/api/v0/sessions/{id}/events", vec!["get"]),

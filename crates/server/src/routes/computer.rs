@@ -7,13 +7,16 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raworc_api::{ComputerOutput, ErrorBody, ExecCommand, ExecOutput, SessionState};
+use raworc_api::{
+    ComputerOutput, DirListing, ErrorBody, ExecCommand, ExecOutput, FileEntry, FileKind, ListFiles,
+    SessionState,
+};
 use raworc_host::client::{HostClient, HostError};
-use raworc_host::proto::ExecRequest;
+use raworc_host::proto::{EntryKind, ExecRequest};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::sessions::visible_session;
 use crate::state::AppState;
 use crate::validate;
@@ -174,4 +177,71 @@ pub async fn write_file(
         .await
         .map_err(host_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The directory a listing asks for, normalised: an absolute path under the
+/// host's rules for file paths (no `..`, no NUL), refused here so that the
+/// error names the parameter.
+fn listed_dir(path: &str) -> ApiResult<String> {
+    if !path.starts_with('/') {
+        return Err(ApiError::bad_request(
+            "path: must be an absolute path inside the computer (starting with '/')",
+        ));
+    }
+    raworc_host::files::resolve_dir(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| ApiError::bad_request(format!("path: {e}")))
+}
+
+/// Lists the directory `path` inside the computer, read by the computer's
+/// user: directories first, then by name; at most 10 000 entries.
+#[utoipa::path(get, path = "/sessions/{id}/files", tag = "computer", security(("bearer" = [])),
+    params(("id" = String, Path), ListFiles),
+    responses((status = 200, body = DirListing),
+        (status = 400, body = ErrorBody, description = "a bad path, or not a directory"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn list_files(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListFiles>,
+) -> ApiResult<Json<DirListing>> {
+    let path = listed_dir(&query.path)?;
+    let host = host(&state, &principal, &id).await?;
+    let listing = host.list_dir(&path).await.map_err(host_error)?;
+    Ok(Json(DirListing {
+        path: listing.path,
+        entries: listing
+            .entries
+            .into_iter()
+            .map(|e| FileEntry {
+                name: e.name,
+                kind: match e.kind {
+                    EntryKind::File => FileKind::File,
+                    EntryKind::Dir => FileKind::Dir,
+                    EntryKind::Link => FileKind::Link,
+                    EntryKind::Other => FileKind::Other,
+                },
+                size: e.size,
+                modified: raworc_api::timestamp_from_millis(e.modified_ms),
+            })
+            .collect(),
+        truncated: listing.truncated,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_dir;
+
+    #[test]
+    fn a_listed_directory_is_absolute_and_never_climbs() {
+        assert_eq!(listed_dir("/session/data/").unwrap(), "/session/data");
+        assert_eq!(listed_dir("/").unwrap(), "/");
+        for bad in ["", "session/data", "../x", "/session/../etc", "/a\0b"] {
+            let e = listed_dir(bad).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{bad:?}");
+            assert!(e.message.starts_with("path: "), "{bad:?}: {}", e.message);
+        }
+    }
 }
