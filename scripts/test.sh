@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_tools
 ensure_computer_tools
-# The web page's tests drive Debian's Chromium with Playwright.
-apt_install chromium
+# The web page's tests drive Debian's Chromium with Playwright, and read
+# text off the desktop's screenshots with tesseract.
+apt_install chromium tesseract-ocr tesseract-ocr-eng
 install_web_packages
 
 dbs="${RAWORC_TEST_DATABASES:-sqlite,postgres,mysql}"

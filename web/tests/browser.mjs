@@ -4,10 +4,11 @@
 // and the verdict at the end.
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 
 /** A browser session of one test, saving screenshots into `shots`. */
 export async function start(shots) {
+  rmSync(shots, { recursive: true, force: true }); // this run's screenshots only
   mkdirSync(shots, { recursive: true });
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -26,6 +27,8 @@ export async function start(shots) {
       const p = await context.newPage();
       p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
       p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      // Which request a "Failed to load resource" line is about.
+      p.on("response", (r) => { if (r.status() >= 400) console.error(`(${r.status()} ${r.request().method()} ${r.url()})`); });
       return p;
     },
     /** Saves the page as the next numbered screenshot. */

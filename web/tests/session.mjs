@@ -1,13 +1,39 @@
 // The session page in a real browser, on a real computer with the mock
-// agent: the desktop's canvas shows real pixels, a message is answered
-// with the agent's steps shown live. Run by `crates/raworc/tests/web.rs`:
+// agent: a session created from the form with setup and a secret; the
+// desktop's canvas shows real pixels; a message is answered with the
+// agent's steps shown live; text typed into the desktop through the page
+// shows in the API's screenshot; files uploaded, listed and downloaded;
+// pause, resume, close and restore; a remix keeping its data only; delete.
+// Run by `crates/raworc/tests/web.rs`:
 //   node tests/session.mjs BASE_URL ADMIN_PASSWORD SHOTS_DIR
 
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { start } from "./browser.mjs";
 
 const [base, adminPass, shots] = process.argv.slice(2);
 const run = await start(shots);
 const shot = (p, name) => run.shot(p, name);
+
+function check(ok, what) {
+  if (!ok) throw new Error(what);
+}
+
+/** The text on the session's desktop: its screenshot from the API, read by OCR. */
+async function screenText(p, id) {
+  const png = await p.evaluate(async (id) => {
+    const r = await fetch(`/api/v0/sessions/${id}/screenshot`, {
+      headers: { authorization: `Bearer ${sessionStorage.getItem("raworc.token")}` },
+    });
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  }, id);
+  const file = `${shots}/api-screenshot.png`;
+  writeFileSync(file, Buffer.from(png, "base64"));
+  return execFileSync("tesseract", [file, "stdout"], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+}
 
 try {
   const p = await run.page();
@@ -17,9 +43,29 @@ try {
   await p.getByRole("button", { name: "Log in" }).click();
   await p.locator("#sessions").waitFor();
 
-  // A session from the form; its state turns running in the list by itself.
+  // The API, called as the page's operator (for checks the page does not show).
+  const request = (method, path, body) => p.evaluate(async ([method, path, body]) => {
+    const token = sessionStorage.getItem("raworc.token");
+    const r = await fetch(`/api/v0/${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return r.json();
+  }, [method, path, body]);
+  const sessionId = () => decodeURIComponent(new URL(p.url()).hash.split("/")[2]);
+  const call = (path, body) => request("POST", `sessions/${sessionId()}/${path}`, body);
+
+  // A session from the form, with instructions, a setup script and a
+  // secret; its state turns running in the list by itself.
   await p.getByLabel("Name").fill("desk");
+  await p.getByLabel("Instructions").fill("Be brief.");
+  await p.getByLabel("Setup script").fill("echo prepared > /session/data/setup-ran.txt");
+  await p.getByRole("button", { name: "Add a secret" }).click();
+  await p.getByLabel("Secret 1 name").fill("WEB_TOKEN");
+  await p.getByLabel("Secret 1 value").fill("s3cret-from-the-form");
   await p.getByRole("button", { name: "Create session" }).click();
+  await p.locator("#create .done", { hasText: "desk" }).waitFor();
   const row = p.locator("#sessions tbody tr", { hasText: "desk" });
   await row.locator(".state", { hasText: "running" }).waitFor({ timeout: 120000 });
   await shot(p, "running");
@@ -45,19 +91,40 @@ try {
   await p.locator(".message.assistant", { hasText: "hi-from-the-web" }).waitFor({ timeout: 60000 });
   await shot(p, "answered");
 
-  // Take control, and type into a terminal on the desktop.
-  const call = (path, body) => p.evaluate(async ([path, body]) => {
-    const token = sessionStorage.getItem("raworc.token");
-    const id = decodeURIComponent(location.hash.split("/")[2]);
-    const r = await fetch(`/api/v0/sessions/${id}/${path}`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    return r.json();
-  }, [path, body]);
+  // A screenshot step shows a thumbnail, which opens large over the page.
+  await p.getByLabel("Message", { exact: true }).fill("take a screenshot");
+  await p.getByLabel("Message", { exact: true }).press("Enter");
+  const thumb = p.getByRole("button", { name: "Open the screenshot large" }).last();
+  await thumb.waitFor({ timeout: 60000 });
+  await thumb.click();
+  await p.waitForFunction(() => {
+    const img = document.querySelector("#viewer[open] img");
+    return img && img.complete && img.naturalWidth === 1024;
+  }, null, { timeout: 10000 });
+  await shot(p, "screenshot-large");
+  await p.keyboard.press("Escape");
+  await p.locator("#viewer[open]").waitFor({ state: "detached" }).catch(() => {});
+  check(!(await p.locator("#viewer").evaluate((d) => d.open)), "Esc closes the large screenshot");
+
+  // A task can be cancelled from the page while the agent works.
+  await p.getByLabel("Message", { exact: true }).fill("run `sleep 3; echo slow-done`");
+  await p.getByLabel("Message", { exact: true }).press("Enter");
+  await p.getByRole("button", { name: "Cancel" }).click({ timeout: 30000 });
+  await p.locator(".message.assistant", { hasText: /cancelled/ }).waitFor({ timeout: 60000 });
+  await p.getByRole("button", { name: "Cancel" }).waitFor({ state: "hidden" });
+  await shot(p, "cancelled");
+
+  // The form's setup ran before the session was running, and its secret
+  // is in the computer; the instructions are the session's.
+  const created = await request("GET", `sessions/${sessionId()}`);
+  check(created.instructions === "Be brief." && created.secrets.includes("WEB_TOKEN"), `the form's fields: ${JSON.stringify(created)}`);
+  const inside = await call("exec", { command: "cat /session/data/setup-ran.txt /session/secrets/WEB_TOKEN" });
+  check(inside.stdout === "prepared\ns3cret-from-the-form", `setup and secret in the computer: ${JSON.stringify(inside)}`);
+
+  // Take control, and type into a terminal on the desktop (a large font,
+  // to be read back off a screenshot).
   await call("exec", {
-    command: "xterm -title typing-target -geometry 60x8+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
+    command: "xterm -title typing-target -fa Monospace -fs 16 -geometry 40x6+40+40 -e sh -c 'cat > /tmp/typed' >/dev/null 2>&1 &",
   });
   // Mapped, and the active window (clicked through the API until it is).
   let active = false;
@@ -87,7 +154,29 @@ try {
     if (!typed.includes("typed in the page")) await p.waitForTimeout(100);
   }
   if (!typed.includes("typed in the page")) throw new Error(`the typed text did not arrive: ${JSON.stringify(typed)}`);
+  // And the desktop shows it: the API's screenshot, read by OCR.
+  let seen = "";
+  for (let i = 0; i < 50 && !/typed in the page/.test(seen); i++) {
+    seen = await screenText(p, sessionId());
+  }
+  check(/typed in the page/.test(seen), `the API's screenshot shows the typed text; OCR read: ${JSON.stringify(seen)}`);
   await shot(p, "typed");
+
+  // Files: one uploaded from this machine into /session/data is listed
+  // (beside the setup's), and downloads with the same bytes.
+  await p.locator("#files tr", { hasText: "setup-ran.txt" }).waitFor();
+  await p.getByLabel("Upload files").setInputFiles({ name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("uploaded from the page\n") });
+  await p.locator("#files tr", { hasText: "notes.txt" }).waitFor();
+  const inComputer = await call("exec", { command: "cat /session/data/notes.txt" });
+  check(inComputer.stdout === "uploaded from the page\n", `the upload is in the computer: ${JSON.stringify(inComputer)}`);
+  const downloading = p.waitForEvent("download");
+  await p.locator("#files button", { hasText: "notes.txt" }).click();
+  const download = await downloading;
+  check(download.suggestedFilename() === "notes.txt", `download named ${download.suggestedFilename()}`);
+  const saved = `${shots}/downloaded-notes.txt`;
+  await download.saveAs(saved);
+  check(readFileSync(saved, "utf8") === "uploaded from the page\n", "the download has the file's bytes");
+  await shot(p, "files");
 
   // Pause, resume, close and restore from the page; the state follows
   // live, and the desktop comes back by itself after the restore.
@@ -107,9 +196,35 @@ try {
   await p.locator("#error").filter({ hasText: /restore/i }).waitFor();
   await shot(p, "restored");
 
-  // Back to the list.
-  await p.getByRole("link", { name: "← Sessions" }).click();
+  // A remix that keeps the data but not the code: a new session, whose
+  // page lists the uploaded file, and which has no instructions.
+  const parentId = sessionId();
+  await p.getByRole("button", { name: "Remix…" }).click();
+  await p.getByLabel("Copy its code, instructions and setup (/session/code)").uncheck();
+  await p.locator("#remix").getByLabel("Name").fill("desk-remix");
+  await p.locator("#remix").getByRole("button", { name: "Remix" }).click();
+  await p.locator("h1", { hasText: "desk-remix" }).waitFor();
+  check(sessionId() !== parentId, "the remix has a page of its own");
+  await p.locator(".parent", { hasText: parentId }).waitFor();
+  await state.filter({ hasText: /^running$/ }).waitFor({ timeout: 120000 });
+  await p.locator("#files tr", { hasText: "notes.txt" }).waitFor({ timeout: 30000 });
+  const remix = await request("GET", `sessions/${sessionId()}`);
+  check(remix.parent_id === parentId && remix.instructions == null, `the remix kept no code: ${JSON.stringify(remix)}`);
+  await shot(p, "remix");
+
+  // Delete the remix from its page (after the confirmation): back to the
+  // list, where it is gone and its parent is still there.
+  const remixId = sessionId();
+  p.once("dialog", (d) => d.accept());
+  await p.getByRole("button", { name: "Delete" }).click();
   await p.locator("#sessions").waitFor();
+  await p.locator(`#sessions tr[data-id="${remixId}"]`).waitFor({ state: "detached", timeout: 30000 });
+  await p.locator(`#sessions tr[data-id="${parentId}"]`).waitFor();
+  // (Asked from here, not the page: its console would log the 404.)
+  const pageToken = await p.evaluate(() => sessionStorage.getItem("raworc.token"));
+  const gone = await fetch(`${base}/api/v0/sessions/${remixId}`, { headers: { authorization: `Bearer ${pageToken}` } });
+  check(gone.status === 404, `the deleted remix is gone: ${gone.status}`);
+  await shot(p, "deleted");
 } catch (err) {
   run.problems.unshift(err.message);
 }

@@ -50,6 +50,39 @@ try {
   check(!(await rows(first)).includes("admins-session"), "another operator's session is not listed");
   await shot(first, "user-sessions");
 
+  // The form's other fields: setup, secrets as rows, internet access.
+  await first.getByLabel("Name").fill("with-extras");
+  await first.getByLabel("Setup script").fill("echo ready > /session/data/ready");
+  await first.getByRole("button", { name: "Add a secret" }).click();
+  await first.getByLabel("Secret 1 name").fill("API_KEY");
+  await first.getByLabel("Secret 1 value").fill("value-one");
+  await first.getByRole("button", { name: "Add a secret" }).click();
+  await first.getByLabel("Secret 2 name").fill("OTHER");
+  await first.getByLabel("Secret 2 value").fill("value-two");
+  await first.getByLabel("Internet access (outbound)").check();
+  await shot(first, "create-form");
+  await first.getByRole("button", { name: "Create session" }).click();
+  const extras = first.locator("#sessions tbody tr", { hasText: "with-extras" });
+  await extras.waitFor();
+  check((await extras.innerText()).includes("internet"), "the list says the session has internet access");
+  const made = await first.evaluate(async (id) => {
+    const r = await fetch(`/api/v0/sessions/${id}`, { headers: { authorization: `Bearer ${sessionStorage.getItem("raworc.token")}` } });
+    return r.json();
+  }, await extras.getAttribute("data-id"));
+  check(made.setup === "echo ready > /session/data/ready" && made.network === "egress"
+    && JSON.stringify([...made.secrets].sort()) === '["API_KEY","OTHER"]', `the form's fields were sent: ${JSON.stringify(made)}`);
+  check((await first.locator(".secret").count()) === 0, "the secrets' rows are emptied after the create");
+  // A secret without a name is refused in the page, and nothing is created.
+  const before = (await rows(first)).length;
+  await first.getByLabel("Name").fill("nameless-secret");
+  await first.getByRole("button", { name: "Add a secret" }).click();
+  await first.getByLabel("Secret 1 value").fill("orphan");
+  await first.getByRole("button", { name: "Create session" }).click();
+  await first.locator("#error").filter({ hasText: /secret.*name/i }).waitFor();
+  check((await rows(first)).length === before, "nothing is created from a refused form");
+  await shot(first, "secret-without-name");
+  await first.getByRole("button", { name: "Remove secret 1" }).click();
+
   // An admin sees every session, and changes made elsewhere arrive live.
   const admin = await page();
   await login(admin, "admin", adminPass);
@@ -65,6 +98,28 @@ try {
   });
   await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor({ timeout: 10000 });
   await shot(admin, "admin-live");
+
+  // The list filtered by state: the filter is in the address (a reload
+  // keeps it), and a session that comes into that state arrives live.
+  await admin.getByLabel("Show sessions in state").selectOption("closed");
+  await admin.waitForURL(/#\/sessions\?state=closed$/);
+  await admin.locator("#none", { hasText: "No closed sessions." }).waitFor();
+  check((await rows(admin)).length === 0, `no closed sessions yet: ${await rows(admin)}`);
+  await admin.evaluate(async () => {
+    const token = sessionStorage.getItem("raworc.token");
+    const list = await (await fetch("/api/v0/sessions", { headers: { authorization: `Bearer ${token}` } })).json();
+    const id = list.find((s) => s.name === "made-elsewhere").id;
+    await fetch(`/api/v0/sessions/${id}/close`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+  });
+  await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor({ timeout: 10000 });
+  check((await rows(admin)).length === 1 && await admin.locator("#none").isHidden(), "only the closed session is listed");
+  await admin.reload();
+  await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor();
+  check((await admin.getByLabel("Show sessions in state").inputValue()) === "closed", "the filter survives a reload");
+  check((await rows(admin)).length === 1, `after the reload, the closed one only: ${await rows(admin)}`);
+  await shot(admin, "filtered");
+  await admin.getByLabel("Show sessions in state").selectOption("");
+  await admin.locator("#sessions tbody tr", { hasText: "admins-session" }).waitFor();
 
   // The API's error is shown in the page (a name that is too long).
   await admin.getByLabel("Name").fill("x".repeat(300));

@@ -32,10 +32,16 @@ impl ServerProcess {
     /// and returns once it listens. Its log goes to the test's output and
     /// is kept ([`ServerProcess::log`]).
     pub fn start(raworc: &Path, db: &TestDb, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_at(raworc, db, "127.0.0.1:0", args)
+    }
+
+    /// As [`ServerProcess::start`], listening on `bind` (a restarted
+    /// server on the address its clients know).
+    pub fn start_at(raworc: &Path, db: &TestDb, bind: &str, args: &[&str]) -> ServerProcess {
         let data_dir = db.dir.path().join("data");
         let mut child = Command::new(raworc)
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--database-url", &db.url])
+            .args(["--bind", bind, "--database-url", &db.url])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--admin-password", "admin-password"])

@@ -1,0 +1,73 @@
+// The session page across a restart of the server: the desktop and the
+// agent's live steps come back by themselves, without a reload. Run by
+// `crates/raworc/tests/web.rs`, which restarts the server when asked:
+//   node tests/restart.mjs BASE_URL ADMIN_PASSWORD SHOTS_DIR SESSION_ID
+// It prints "@restart" and waits for a line on stdin once the server is back.
+
+import { createInterface } from "node:readline";
+import { start } from "./browser.mjs";
+
+const [base, adminPass, shots, id] = process.argv.slice(2);
+const run = await start(shots);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+/** Asks the test to do `what` and waits until it says it is done. */
+async function ask(what) {
+  console.log(`@${what}`);
+  const answer = await lines.next();
+  if (answer.done) throw new Error(`no answer to @${what}`);
+}
+
+/** Waits until the desktop's (current) canvas shows a real picture (many colours). */
+async function drawn(p) {
+  await p.waitForFunction(() => {
+    const canvas = document.querySelector("#desktop canvas:not([data-old])");
+    if (!canvas || !canvas.width) return false;
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    const colours = new Set();
+    for (let i = 0; i < data.length; i += 4 * 97) colours.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+    return colours.size > 12;
+  }, null, { timeout: 30000 });
+}
+
+try {
+  const p = await run.page();
+  await p.goto(base + "/");
+  await p.getByLabel("Operator").fill("admin");
+  await p.getByLabel("Password").fill(adminPass);
+  await p.getByRole("button", { name: "Log in" }).click();
+  await p.locator("#sessions").waitFor();
+  await p.goto(`${base}/#/sessions/${encodeURIComponent(id)}`);
+  await p.locator('#desktop[data-connected="view"]').waitFor({ timeout: 30000 });
+  await drawn(p);
+  await run.shot(p, "before");
+  await p.evaluate(() => {
+    const pane = document.querySelector("#desktop");
+    pane.querySelector("canvas").dataset.old = "yes";
+    // Every change of the pane's connection, to show that it was lost.
+    window.desktopStates = [];
+    new MutationObserver(() => window.desktopStates.push(pane.dataset.connected))
+      .observe(pane, { attributes: true, attributeFilter: ["data-connected"] });
+  });
+
+  await ask("restart");
+  // The page lost the server (its desktop said so) and found it again.
+  await p.locator('#desktop[data-connected="view"]').waitFor({ timeout: 60000 });
+  const states = await p.evaluate(() => window.desktopStates);
+  if (!states.includes("")) throw new Error(`the page never saw the desktop go: ${states}`);
+  // A new connection draws a new canvas (the old one was marked before).
+  await drawn(p);
+  // The agent's steps stream again: a message sent now is answered live.
+  await p.getByLabel("Message", { exact: true }).fill("run `echo after-the-restart`");
+  await p.getByLabel("Message", { exact: true }).press("Enter");
+  await p.locator(".step.tool-use", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
+  await p.locator(".message.assistant", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
+  await run.shot(p, "after");
+} catch (err) {
+  run.problems.unshift(err.message);
+}
+
+// While the server was away the browser logged its failed connections.
+// noVNC logs each failed attempt as it retries.
+await run.finish("restart", /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed|Failed to load resource|Failed when connecting/);
+process.exit(0);
