@@ -19,6 +19,12 @@ async function everything(path) {
   }
 }
 
+/** A server time (RFC 3339, up to microseconds) as microseconds since the epoch. */
+function timeKey(at) {
+  const micros = (at.match(/\.(\d+)/)?.[1] ?? "").padEnd(6, "0").slice(0, 6);
+  return Math.floor(Date.parse(at) / 1000) * 1e6 + Number(micros);
+}
+
 /** A tool call's input, briefly: the command, the action, the path. */
 function describeInput(name, input = {}) {
   if (name === "bash" && input.command) return input.command;
@@ -133,27 +139,43 @@ export async function showSession(id) {
   const showProblem = (text) => { problem.textContent = text ?? ""; problem.hidden = !text; };
   showProblem(s.state === "errored" ? s.error : "");
 
-  // The conversation: messages and the agent's steps, in the order they happened.
+  // The conversation: messages and the agent's steps, in the order they
+  // happened (by the server's clock: a step's event may reach the page
+  // before the answer to the message's own POST does).
+  const place = (node, at) => {
+    const key = timeKey(at);
+    node.dataset.at = key;
+    let before = null;
+    for (let c = chat.lastElementChild; c && Number(c.dataset.at) > key; c = c.previousElementSibling) before = c;
+    chat.insertBefore(node, before);
+    chat.scrollTop = chat.scrollHeight;
+  };
   let lastMessage = 0;
   const addMessages = (messages) => {
     for (const m of messages) {
       if (m.seq <= lastMessage) continue;
       lastMessage = m.seq;
-      chat.append(messageItem(m));
+      place(messageItem(m), m.created_at);
     }
-    chat.scrollTop = chat.scrollHeight;
   };
   const newMessages = () => api(`/sessions/${sid}/messages?limit=${PAGE}&after=${lastMessage}`).then(addMessages);
   const [messages, past] = await Promise.all([everything(`/sessions/${sid}/messages`), everything(`/sessions/${sid}/events`)]);
   const timeline = [
     ...messages.map((m) => ({ at: m.created_at, message: m })),
     ...past.map((e) => ({ at: e.created_at, event: e })),
-  ].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  ].sort((a, b) => timeKey(a.at) - timeKey(b.at));
+  // The model's last text is the reply itself (its `complete` event):
+  // shown once, as the reply.
+  const dropEcho = (reply) => {
+    const echo = [...chat.querySelectorAll(".step.text")].findLast((t) => t.textContent === reply);
+    echo?.remove();
+  };
   for (const item of timeline) {
     if (item.message) addMessages([item.message]);
+    else if (item.event.type === "complete") dropEcho(item.event.content);
     else {
       const line = stepLine(item.event);
-      if (line) chat.append(line);
+      if (line) place(line, item.at);
     }
   }
 
@@ -243,16 +265,13 @@ export async function showSession(id) {
         return;
       }
       if (event.type === "complete") {
-        // The model's last text is the reply itself: shown once, as the reply.
-        const last = chat.lastElementChild;
-        if (last?.classList.contains("text") && last.textContent === event.content) last.remove();
+        dropEcho(event.content);
         newMessages().catch(showError);
         return;
       }
       const line = stepLine(event);
       if (line) {
-        chat.append(line);
-        chat.scrollTop = chat.scrollHeight;
+        place(line, event.created_at);
       }
     });
   }

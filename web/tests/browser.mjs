@@ -21,19 +21,24 @@ export async function start(shots) {
   let step = 0;
   return {
     problems,
-    /** A new page at 1280x800 whose console errors count as problems. */
-    async page() {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    /** A new page (1280x800 unless `viewport` says) whose console errors count as problems. */
+    async page(viewport = { width: 1280, height: 800 }) {
+      const context = await browser.newContext({ viewport });
       const p = await context.newPage();
-      p.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+      p.on("console", (m) => { if (m.type() === "error") problems.push(`console (after step ${step}): ${m.text()}`); });
       p.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
       // Which request a "Failed to load resource" line is about.
       p.on("response", (r) => { if (r.status() >= 400) console.error(`(${r.status()} ${r.request().method()} ${r.url()})`); });
       return p;
     },
-    /** Saves the page as the next numbered screenshot. */
+    /**
+     * Saves the page as the next numbered screenshot; a page wider than
+     * its window (something cut off or scrolled sideways) is a problem.
+     */
     async shot(p, name) {
       step += 1;
+      const [wide, window] = await p.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+      if (wide > window) problems.push(`${name}: the page is ${wide}px wide in a ${window}px window`);
       await p.screenshot({ path: `${shots}/${String(step).padStart(2, "0")}-${name}.png` });
     },
     /**

@@ -1,5 +1,6 @@
 // The session page across a restart of the server: the desktop and the
-// agent's live steps come back by themselves, without a reload. Run by
+// agent's live steps (thinking, tool calls, the reply; from a scripted
+// model) come back by themselves, without a reload. Run by
 // `crates/raworc/tests/web.rs`, which restarts the server when asked:
 //   node tests/restart.mjs BASE_URL ADMIN_PASSWORD SHOTS_DIR SESSION_ID
 // It prints "@restart" and waits for a line on stdin once the server is back.
@@ -57,12 +58,27 @@ try {
   if (!states.includes("")) throw new Error(`the page never saw the desktop go: ${states}`);
   // A new connection draws a new canvas (the old one was marked before).
   await drawn(p);
-  // The agent's steps stream again: a message sent now is answered live.
-  await p.getByLabel("Message", { exact: true }).fill("run `echo after-the-restart`");
+  // The agent's steps stream again: a message sent now is answered live,
+  // the model's thinking folded (it opens), its tool call and the reply.
+  await p.getByLabel("Message", { exact: true }).fill("Run the command, please.");
   await p.getByLabel("Message", { exact: true }).press("Enter");
-  await p.locator(".step.tool-use", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
-  await p.locator(".message.assistant", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
+  const thinking = p.locator(".step.thinking");
+  await thinking.waitFor({ timeout: 60000 });
+  await thinking.getByText("Thinking").click();
+  await thinking.getByText("The page asked for a command.").waitFor();
+  await p.locator(".step.tool-use", { hasText: "bash: echo after-the-restart" }).waitFor({ timeout: 60000 });
+  await p.locator(".step.tool-result", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
+  await p.locator(".message.assistant", { hasText: "Done after the restart." }).waitFor({ timeout: 60000 });
   await run.shot(p, "after");
+  // In the order it happened, live and after a reload alike.
+  const order = () => p.locator("#chat > li").evaluateAll((items) => items.map((i) => i.className));
+  const live = await order();
+  const expected = ["message user", "step thinking", "step tool-use", "step tool-result", "message assistant"];
+  if (JSON.stringify(live.slice(-5)) !== JSON.stringify(expected)) throw new Error(`live order: ${live}`);
+  await p.reload();
+  await p.locator(".message.assistant", { hasText: "Done after the restart." }).waitFor();
+  const reloaded = await order();
+  if (JSON.stringify(reloaded) !== JSON.stringify(live)) throw new Error(`after a reload: ${reloaded}, live: ${live}`);
 } catch (err) {
   run.problems.unshift(err.message);
 }

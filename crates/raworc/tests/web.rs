@@ -9,12 +9,14 @@
 
 use std::path::Path;
 
+use raworc_testkit::model::{ScriptedModel, Step};
 use raworc_testkit::process::ServerProcess;
 use raworc_testkit::web::{run_browser_test, BrowserTest};
 use raworc_testkit::{Backend, TestApp, TestDb};
 use serde_json::json;
 
 const RAWORC: &str = env!("CARGO_BIN_EXE_raworc");
+const KEY: &str = "sk-ant-web-test-key";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_page_shows_the_desktop_and_the_agents_work() {
@@ -31,9 +33,35 @@ async fn the_session_page_shows_the_desktop_and_the_agents_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_page_comes_back_after_the_server_restarts() {
+    // The answer after the restart comes from a scripted model: thinking,
+    // a tool call, then the reply; the page shows each as it comes.
+    let model = ScriptedModel::start(vec![
+        Step::reply(
+            vec![
+                json!({"type": "thinking", "thinking": "The page asked for a command.", "signature": "sig"}),
+                json!({"type": "tool_use", "name": "bash", "input": {"command": "echo after-the-restart"}}),
+            ],
+            "tool_use",
+        ),
+        Step::text("Done after the restart."),
+    ])
+    .await
+    .with_key(KEY);
     let db = TestDb::new(Backend::Sqlite);
     let images = raworc_testkit::computer::images_dir();
-    let args = ["--images-dir", images.to_str().unwrap(), "--warm-pool", "0"];
+    let base_url = model.base_url();
+    let args = [
+        "--images-dir",
+        images.to_str().unwrap(),
+        "--warm-pool",
+        "0",
+        "--llm",
+        "anthropic",
+        "--anthropic-base-url",
+        &base_url,
+        "--anthropic-api-key",
+        KEY,
+    ];
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let addr = server.addr.to_string();
     let app = server.app(&db).await;
@@ -50,5 +78,6 @@ async fn the_session_page_comes_back_after_the_server_restarts() {
     page.done().await;
     page.finish().await;
     assert!(shots.join("02-after.png").exists());
+    model.assert_no_violations();
     drop(server);
 }
