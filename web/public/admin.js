@@ -3,7 +3,7 @@
 // so a view can be linked and reloaded). The API refuses both to a user-role
 // operator; its answer is shown in the page.
 
-import { LoggedOut, api, el, seg, showError, token } from "./lib.js";
+import { LoggedOut, actionButton, api, el, endLogin, seg, showError } from "./lib.js";
 
 const MAX_LIMIT = 1000;
 const AUDIT_PAGE = 50;
@@ -15,28 +15,9 @@ function loadFailed(heading, what, err, ...more) {
   return [heading, el("p", { id: "load-error", class: "session-error", role: "alert" }, `${what}: ${err.message}`), ...more];
 }
 
-/** Back to the login form with `message` (this login no longer works). */
-function loggedOut(message) {
-  token.clear();
-  window.dispatchEvent(new CustomEvent("raworc:logged-out", { detail: message }));
-}
-
 /** A row's button: its name says which operator; errors go to the error line. */
-function rowButton(label, user, run, attrs = {}) {
-  const button = el("button", { type: "button", class: "secondary", "aria-label": `${label} (${user})`, ...attrs }, label);
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    try {
-      await run();
-      showError("");
-    } catch (err) {
-      showError(err);
-    } finally {
-      button.disabled = false;
-    }
-  });
-  return button;
-}
+const rowButton = (label, user, run, attrs = {}) =>
+  actionButton(label, run, { class: "secondary", "aria-label": `${label} (${user})`, ...attrs });
 
 const when = (t) => (t ? new Date(t).toLocaleString() : "never");
 
@@ -63,7 +44,7 @@ function passwordDialog({ me, say, reload }) {
       await api(`/operators/${seg(user)}/password`, { method: "PUT", body: { pass: input.value } });
       dialog.close();
       showError("");
-      if (user === me.user) return loggedOut("Your password is changed; log in with the new one.");
+      if (user === me.user) return endLogin("Your password is changed; log in with the new one.");
       await reload();
       say(`Password of ${user} set.`);
     } catch (err) {
@@ -107,7 +88,7 @@ function operatorRow(op, { me, say, reload, dialog }) {
       : `Delete operator ${op.user}? Their logins stop working at once.`;
     if (!confirm(question)) return;
     await api(`/operators/${seg(op.user)}`, { method: "DELETE" });
-    if (self) return loggedOut("Your account is deleted.");
+    if (self) return endLogin("Your account is deleted.");
     await reload();
     say(`Deleted ${op.user}.`);
   };

@@ -23,6 +23,12 @@ export function showError(message) {
   errorBox.hidden = !message;
 }
 
+/** Forgets this tab's login and shows the login form with `message`. */
+export function endLogin(message) {
+  token.clear();
+  window.dispatchEvent(new CustomEvent("raworc:logged-out", { detail: message }));
+}
+
 /** A session id as a path segment. */
 export const seg = (s) => encodeURIComponent(s);
 
@@ -46,10 +52,7 @@ export async function api(path, { method = "GET", body, raw } = {}) {
   const response = await fetch(API + path, { method, headers, body: payload });
   const data = await response.json().catch(() => null);
   if (response.status === 401 && token.get()) {
-    token.clear();
-    window.dispatchEvent(new CustomEvent("raworc:logged-out", {
-      detail: "Your login has expired; please log in again.",
-    }));
+    endLogin("Your login has expired; please log in again.");
     throw new LoggedOut("logged out");
   }
   if (!response.ok) {

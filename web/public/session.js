@@ -207,15 +207,26 @@ export async function showSession(id) {
 
   const remix = remixDialog(id);
   const lifecycle = (target) => api(`/sessions/${sid}/state`, { method: "PUT", body: { state: target } });
+  // What takes the computer away lets go of its desktop first: a viewer
+  // still connecting to a computer being stopped would see it fail.
+  const lettingGo = async (call) => {
+    desktop.want(false);
+    try {
+      await call();
+    } catch (err) {
+      desktop.want(state.textContent === "running");
+      throw err;
+    }
+  };
   const actions = el("div", { class: "actions" },
-    actionButton("Pause", () => lifecycle("paused"), { "data-action": "pause" }),
+    actionButton("Pause", () => lettingGo(() => lifecycle("paused")), { "data-action": "pause" }),
     actionButton("Resume", () => lifecycle("running"), { "data-action": "resume" }),
-    actionButton("Close", () => api(`/sessions/${sid}/close`, { method: "POST" }), { "data-action": "close" }),
+    actionButton("Close", () => lettingGo(() => api(`/sessions/${sid}/close`, { method: "POST" })), { "data-action": "close" }),
     actionButton("Restore", () => api(`/sessions/${sid}/restore`, { method: "POST" }), { "data-action": "restore" }),
     actionButton("Remix…", async () => remix.showModal(), { "data-action": "remix" }),
     actionButton("Delete", async () => {
       if (!confirm("Delete this session, its computer and its disk?")) return;
-      await api(`/sessions/${sid}`, { method: "DELETE" });
+      await lettingGo(() => api(`/sessions/${sid}`, { method: "DELETE" }));
       location.hash = "#/sessions";
     }, { "data-action": "delete" }));
   const parent = s.parent_id

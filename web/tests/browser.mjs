@@ -56,3 +56,18 @@ export async function start(shots) {
     },
   };
 }
+
+/**
+ * Waits until the desktop's canvas (the first one matching `canvas`) shows
+ * a real picture: many colours, not a blank or a single-colour fill.
+ */
+export async function desktopDrawn(p, canvas = "#desktop canvas") {
+  await p.waitForFunction((selector) => {
+    const c = document.querySelector(selector);
+    if (!c || !c.width) return false;
+    const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const colours = new Set();
+    for (let i = 0; i < data.length; i += 4 * 97) colours.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+    return colours.size > 12;
+  }, canvas, { timeout: 30000 });
+}

@@ -6,7 +6,7 @@
 // It prints "@restart" and waits for a line on stdin once the server is back.
 
 import { createInterface } from "node:readline";
-import { start } from "./browser.mjs";
+import { desktopDrawn, start } from "./browser.mjs";
 
 const [base, adminPass, shots, id] = process.argv.slice(2);
 const run = await start(shots);
@@ -19,18 +19,6 @@ async function ask(what) {
   if (answer.done) throw new Error(`no answer to @${what}`);
 }
 
-/** Waits until the desktop's (current) canvas shows a real picture (many colours). */
-async function drawn(p) {
-  await p.waitForFunction(() => {
-    const canvas = document.querySelector("#desktop canvas:not([data-old])");
-    if (!canvas || !canvas.width) return false;
-    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-    const colours = new Set();
-    for (let i = 0; i < data.length; i += 4 * 97) colours.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
-    return colours.size > 12;
-  }, null, { timeout: 30000 });
-}
-
 try {
   const p = await run.page();
   await p.goto(base + "/");
@@ -40,7 +28,7 @@ try {
   await p.locator("#sessions").waitFor();
   await p.goto(`${base}/#/sessions/${encodeURIComponent(id)}`);
   await p.locator('#desktop[data-connected="view"]').waitFor({ timeout: 30000 });
-  await drawn(p);
+  await desktopDrawn(p, "#desktop canvas:not([data-old])");
   await run.shot(p, "before");
   await p.evaluate(() => {
     const pane = document.querySelector("#desktop");
@@ -57,7 +45,7 @@ try {
   const states = await p.evaluate(() => window.desktopStates);
   if (!states.includes("")) throw new Error(`the page never saw the desktop go: ${states}`);
   // A new connection draws a new canvas (the old one was marked before).
-  await drawn(p);
+  await desktopDrawn(p, "#desktop canvas:not([data-old])");
   // The agent's steps stream again: a message sent now is answered live,
   // the model's thinking folded (it opens), its tool call and the reply.
   await p.getByLabel("Message", { exact: true }).fill("Run the command, please.");

@@ -9,7 +9,7 @@
 
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { start } from "./browser.mjs";
+import { desktopDrawn, start } from "./browser.mjs";
 
 const [base, adminPass, shots] = process.argv.slice(2);
 const run = await start(shots);
@@ -73,14 +73,7 @@ try {
   // The session page: the desktop's canvas draws the real desktop.
   await row.getByRole("link", { name: "desk" }).click();
   await p.locator("#desktop canvas").waitFor();
-  await p.waitForFunction(() => {
-    const canvas = document.querySelector("#desktop canvas");
-    if (!canvas || !canvas.width) return false;
-    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-    const colours = new Set();
-    for (let i = 0; i < data.length; i += 4 * 97) colours.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
-    return colours.size > 12;
-  }, null, { timeout: 30000 });
+  await desktopDrawn(p);
   await shot(p, "desktop");
 
   // A message, answered by the agent with its steps shown as they happen.

@@ -564,20 +564,12 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
     .await
     .with_key(KEY);
     let db = raworc_testkit::TestDb::new(Backend::Sqlite);
-    let images = raworc_testkit::computer::images_dir();
-    let base = model.base_url();
-    let args = [
-        "--images-dir",
-        images.to_str().unwrap(),
-        "--warm-pool",
-        "0",
-        "--llm",
-        "anthropic",
-        "--anthropic-base-url",
-        &base,
-        "--anthropic-api-key",
-        KEY,
-    ];
+    let owned = [
+        raworc_testkit::computer::serve_args(),
+        model.serve_anthropic_args(),
+    ]
+    .concat();
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let app = server.app(&db).await;
     let token = app.admin_token.clone();

@@ -48,20 +48,12 @@ async fn the_session_page_comes_back_after_the_server_restarts() {
     .await
     .with_key(KEY);
     let db = TestDb::new(Backend::Sqlite);
-    let images = raworc_testkit::computer::images_dir();
-    let base_url = model.base_url();
-    let args = [
-        "--images-dir",
-        images.to_str().unwrap(),
-        "--warm-pool",
-        "0",
-        "--llm",
-        "anthropic",
-        "--anthropic-base-url",
-        &base_url,
-        "--anthropic-api-key",
-        KEY,
-    ];
+    let owned = [
+        raworc_testkit::computer::serve_args(),
+        model.serve_anthropic_args(),
+    ]
+    .concat();
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let addr = server.addr.to_string();
     let app = server.app(&db).await;

@@ -37,6 +37,17 @@ pub fn enable(config: &mut raworc_server::ServerConfig, raworc_binary: &Path) {
     config.warm_pool = 0;
 }
 
+/// The flags that turn computers on for `raworc serve` run as a child
+/// process, as [`enable`] does for an in-process server.
+pub fn serve_args() -> Vec<String> {
+    vec![
+        "--images-dir".into(),
+        images_dir().to_string_lossy().into_owned(),
+        "--warm-pool".into(),
+        "0".into(),
+    ]
+}
+
 /// Polls `check` until it returns `Some`, failing after `secs`.
 pub async fn await_some<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
 where

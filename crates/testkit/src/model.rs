@@ -258,6 +258,19 @@ impl ScriptedModel {
         c.anthropic_api_key = Some(raworc_server::config::ApiKey(self.key()));
     }
 
+    /// The flags of `raworc serve` (a [`crate::process::ServerProcess`])
+    /// that point its agent at this model through Anthropic's API.
+    pub fn serve_anthropic_args(&self) -> Vec<String> {
+        vec![
+            "--llm".into(),
+            "anthropic".into(),
+            "--anthropic-base-url".into(),
+            self.base_url(),
+            "--anthropic-api-key".into(),
+            self.key(),
+        ]
+    }
+
     /// Points a server's agent at this model through the OpenAI-compatible
     /// API (as model `model`), with the key this model expects.
     pub fn serve_openai(&self, c: &mut raworc_server::ServerConfig, model: &str) {
