@@ -5,7 +5,9 @@
 //! restored, a paused one resumed), then turn after turn — the model's turn
 //! is stored (with its events) before any of its tools runs, each tool's
 //! result is stored as it finishes — until the model stops asking for
-//! tools, the steps run out or the user cancels. The reply, the message's
+//! tools, the steps run out or the user cancels. A tool call that a turn
+//! stopped by its token limit ends in may be incomplete: it is answered as
+//! cut off ([`CUT_TOOL`]), never run. The reply, the message's
 //! "answered" mark and the `complete` event commit together. Everything
 //! is read back from the store at each turn, so a restarted server goes on
 //! where the last one stopped; a tool whose call is stored but whose result
@@ -36,6 +38,12 @@ const HISTORY_MESSAGES: u32 = 20;
 const NO_REPLY: &str = "(The model ended its turn without a reply.)";
 /// What a tool skipped because the user cancelled is answered with.
 pub const CANCELLED_TOOL: &str = "Not run: the user cancelled the task.";
+/// What the tool call a turn ended in when it hit its token limit is
+/// answered with: its input may be incomplete (even when it parses), so it
+/// is never run, and the model is told how to go on.
+pub const CUT_TOOL: &str = "Not run: this tool call was cut off at the reply's token limit \
+(max_tokens) before its input was complete. Make the call again with less input, or split \
+the work into several smaller calls.";
 
 /// A request to stop the current message's work at its next step.
 #[derive(Default)]
@@ -135,6 +143,15 @@ fn missing_results(steps: &[raworc_store::StepRow]) -> Vec<(String, String)> {
         .filter(|(id, _, _)| !answered.contains(id))
         .map(|(id, name, _)| (id.to_owned(), name.to_owned()))
         .collect()
+}
+
+/// The id of the tool call a turn ended in, when the turn stopped at its
+/// token limit: the call may have been cut anywhere in its input.
+fn cut_call<'c>(content: &'c [Block], stop: &StopReason) -> Option<&'c str> {
+    if *stop != StopReason::MaxTokens {
+        return None;
+    }
+    content.last()?.as_tool_use().map(|(id, _, _)| id)
 }
 
 /// The text of the last model turn, when it is the message's last step
@@ -264,6 +281,7 @@ impl Answer<'_> {
                 reply.usage,
             );
             let content = reply.content;
+            let cut = cut_call(&content, &reply.stop_reason).map(str::to_owned);
             let events = turn_events(&content);
             self.shared
                 .store
@@ -290,7 +308,9 @@ impl Answer<'_> {
                 return self.finish(text, false).await;
             }
             for (tool_use_id, name, input) in calls {
-                let outcome = if self.cancel.is_set() {
+                let outcome = if cut.as_deref() == Some(tool_use_id.as_str()) {
+                    ToolOutcome::error(CUT_TOOL)
+                } else if self.cancel.is_set() {
                     ToolOutcome::error(CANCELLED_TOOL)
                 } else {
                     self.shared.hooks.touch(self.id());
@@ -541,5 +561,23 @@ mod tests {
         )];
         assert!(missing_results(&done).is_empty());
         assert_eq!(finished_turn(&done).as_deref(), Some("all done"));
+    }
+
+    #[test]
+    fn only_the_last_call_of_a_turn_at_its_token_limit_is_cut() {
+        let call = |id: &str| {
+            Block::Known(KnownBlock::ToolUse {
+                id: id.into(),
+                name: "bash".into(),
+                input: json!({"command": "true"}),
+            })
+        };
+        let turn = vec![Block::text("two"), call("a"), call("b")];
+        assert_eq!(cut_call(&turn, &StopReason::MaxTokens), Some("b"));
+        assert_eq!(cut_call(&turn, &StopReason::ToolUse), None);
+        let ends_in_text = vec![call("a"), Block::text("and then")];
+        assert_eq!(cut_call(&ends_in_text, &StopReason::MaxTokens), None);
+        assert_eq!(cut_call(&[], &StopReason::MaxTokens), None);
+        assert!(CUT_TOOL.contains("token limit"));
     }
 }

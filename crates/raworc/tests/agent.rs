@@ -551,6 +551,102 @@ async fn faults(provider: Provider) {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_call_cut_at_max_tokens_is_not_run_streaming() {
+    cut_at_max_tokens(Provider::Anthropic, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_call_cut_at_max_tokens_is_not_run_non_streaming() {
+    cut_at_max_tokens(Provider::Anthropic, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_tool_call_cut_at_max_tokens_is_not_run_streaming() {
+    cut_at_max_tokens(Provider::OpenAi, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_tool_call_cut_at_max_tokens_is_not_run_non_streaming() {
+    cut_at_max_tokens(Provider::OpenAi, false).await;
+}
+
+/// A reply that hits max_tokens in the middle of its second tool call: the
+/// first call runs, the cut one is answered as an error without running,
+/// the model is asked once (no retry) and goes on.
+async fn cut_at_max_tokens(provider: Provider, stream: bool) {
+    let model = ScriptedModel::start(vec![
+        Step::Fault(Fault::CutAtMaxTokens),
+        Step::reply(
+            vec![
+                text("Two commands."),
+                tool(
+                    "bash",
+                    json!({"command": "echo before > /session/data/before"}),
+                ),
+                tool("bash", json!({"command": "echo ran > /session/data/cut"})),
+            ],
+            "tool_use",
+        ),
+        Step::text("Understood."),
+    ])
+    .await
+    .with_key(KEY);
+    let app = provider_app(&model, provider, stream, 4).await;
+    let token = app.admin_token.clone();
+    let id = app.running_session(json!({})).await;
+    let seq = app.post_message(&id, "Write the files.").await;
+    let reply = app.reply_to(&id, seq, 120).await;
+    assert_eq!(reply["content"], "Understood.");
+    // One request per turn: the cut answer was taken, not retried.
+    assert_eq!(reply["metadata"]["model_attempts"], 2);
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(model.remaining(), 0);
+    model.assert_no_violations();
+    // The complete call ran; the cut one did not.
+    assert_eq!(
+        app.run(&token, &id, "cat /session/data/before").await,
+        "before\n"
+    );
+    assert_eq!(
+        app.run(
+            &token,
+            &id,
+            "test -e /session/data/cut && echo ran || echo not-run"
+        )
+        .await,
+        "not-run\n"
+    );
+    // The model was told, as an error, why the call did not run.
+    let (texts, _) = answered(&requests[1], provider);
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(!texts[0].contains("token limit"), "{texts:?}");
+    assert!(texts[1].contains("token limit"), "{texts:?}");
+    if provider == Provider::Anthropic {
+        let messages = requests[1].body["messages"].as_array().unwrap();
+        let results = &messages.last().unwrap()["content"];
+        assert!(results[0].get("is_error").is_none(), "{results}");
+        assert_eq!(results[1]["is_error"], true, "{results}");
+    }
+    // The events show it as a tool error, and no model error.
+    let all = app.events(&id).await;
+    let results: Vec<&Value> = all.iter().filter(|e| e["type"] == "tool_result").collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0]["metadata"]["is_error"], false);
+    assert_eq!(results[1]["metadata"]["is_error"], true);
+    assert!(
+        results[1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("token limit"),
+        "{}",
+        results[1]
+    );
+    assert!(!all.iter().any(|e| e["type"] == "error"), "{all:?}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice() {
     use raworc_testkit::process::ServerProcess;

@@ -127,6 +127,14 @@ pub enum Fault {
     /// A 200 stream carrying `event: error` with overloaded_error mid-stream (for a
     /// non-streaming request: the 529 it would have been).
     StreamError,
+    /// The next step (a [`Step::Reply`] with a `tool_use`; both steps are used by one request)
+    /// as a reply that hit `max_tokens` in the middle of its last tool call: blocks after that
+    /// call are dropped, the call's input stops half-way (streamed: its `input_json_delta`
+    /// carries only the first half of the JSON, then the block stops; not streamed: `input` is
+    /// `{}`) and the stop reason is `max_tokens` (OpenAI: the last call's `arguments` cut
+    /// half-way, `finish_reason` "length"). On the Anthropic route a later `tool_result` for
+    /// the cut call must be `is_error`: the call cannot have run.
+    CutAtMaxTokens,
 }
 
 /// A request the server received.
@@ -187,6 +195,8 @@ struct ScriptState {
     next_message: u64,
     next_tool: u64,
     next_request: u64,
+    /// Ids of the tool calls [`Fault::CutAtMaxTokens`] cut.
+    cut_tools: HashSet<String>,
 }
 
 impl ScriptState {
@@ -202,6 +212,18 @@ impl ScriptedModel {
         for step in &steps {
             step.assert_well_formed();
         }
+        for pair in steps.windows(2) {
+            if matches!(pair[0], Step::Fault(Fault::CutAtMaxTokens)) {
+                assert!(
+                    cuttable(&pair[1]),
+                    "Fault::CutAtMaxTokens must be followed by a Step::Reply with a tool_use, not {:?}",
+                    pair[1]
+                );
+            }
+        }
+        if let Some(Step::Fault(Fault::CutAtMaxTokens)) = steps.last() {
+            panic!("Fault::CutAtMaxTokens must be followed by a Step::Reply with a tool_use");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the scripted model's port");
@@ -216,6 +238,7 @@ impl ScriptedModel {
                 next_message: 0,
                 next_tool: 0,
                 next_request: 0,
+                cut_tools: HashSet::new(),
             }),
             arrived: watch::channel(0).0,
         });
@@ -553,7 +576,8 @@ fn answer(
     };
     let checked = match body {
         Some(body) if body.is_object() => match api {
-            Api::Anthropic => check_anthropic(headers, body, &state.key),
+            Api::Anthropic => check_anthropic(headers, body, &state.key)
+                .and_then(|()| check_cut_results(body, &state.cut_tools)),
             Api::OpenAi => check_openai(headers, body, &state.key),
         },
         Some(_) => Err(Rejection::invalid("the body must be a JSON object")),
@@ -864,6 +888,32 @@ fn check_anthropic_messages(body: &Value) -> Result<(), Rejection> {
             messages.len() - 1,
             pending.join(", ")
         )));
+    }
+    Ok(())
+}
+
+/// A tool call [`Fault::CutAtMaxTokens`] cut cannot have run: its result
+/// must say so with `is_error` (the real API does not check this; a loop
+/// that runs or ignores a cut call is the bug this catches).
+fn check_cut_results(body: &Value, cut: &HashSet<String>) -> Result<(), Rejection> {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for (i, message) in messages.iter().enumerate() {
+        for (j, block) in blocks(message).iter().enumerate() {
+            if block_type(block) != Some("tool_result") {
+                continue;
+            }
+            let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
+                continue;
+            };
+            if cut.contains(id) && block.get("is_error") != Some(&Value::Bool(true)) {
+                return Err(Rejection::invalid(format!(
+                    "messages.{i}.content.{j}: the tool_use {id} was cut at max_tokens (scripted) and cannot have run, but its tool_result is not is_error"
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -1208,9 +1258,25 @@ fn anthropic_reply(
     stop_reason: &str,
 ) -> Output {
     let content = fill_content(state, content);
+    anthropic_message(state, turn, content, stop_reason, false)
+}
+
+/// `content` (filled in) as one message or as a stream; with `cut`, its
+/// last block (a tool_use) stops half-way through its input, as a reply
+/// that hit `max_tokens` there does.
+fn anthropic_message(
+    state: &mut ScriptState,
+    turn: &Turn,
+    mut content: Vec<Value>,
+    stop_reason: &str,
+    cut: bool,
+) -> Output {
     let id = ScriptState::next_id(&mut state.next_message, "msg_");
     let output_tokens = output_tokens(&content);
     if !turn.stream {
+        if let Some(last) = content.last_mut().filter(|_| cut) {
+            last["input"] = json!({});
+        }
         return Output::json(
             200,
             &json!({
@@ -1233,7 +1299,11 @@ fn anthropic_reply(
     }
     let mut events = vec![message_start(&id, turn)];
     for (index, block) in content.iter().enumerate() {
-        events.extend(block_events(index, block));
+        if cut && index + 1 == content.len() {
+            events.extend(cut_tool_events(index, block));
+        } else {
+            events.extend(block_events(index, block));
+        }
     }
     // After the first block's start, as the real API tends to.
     events.insert(if content.is_empty() { 1 } else { 2 }, ping());
@@ -1357,6 +1427,80 @@ fn block_events(index: usize, block: &Value) -> Vec<String> {
     events
 }
 
+/// The first half of `s` (at least one char): a strict prefix of a JSON
+/// object's text, so never JSON itself.
+fn first_half(s: &str) -> String {
+    let chars = s.chars().count();
+    s.chars().take((chars / 2).max(1)).collect()
+}
+
+/// start, the first half of the input's JSON, and stop of a tool_use block
+/// cut at `max_tokens`.
+fn cut_tool_events(index: usize, block: &Value) -> Vec<String> {
+    let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+    vec![
+        block_start(
+            index,
+            json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+        ),
+        block_delta(
+            index,
+            json!({"type": "input_json_delta", "partial_json": ""}),
+        ),
+        block_delta(
+            index,
+            json!({"type": "input_json_delta", "partial_json": first_half(&input.to_string())}),
+        ),
+        block_stop(index),
+    ]
+}
+
+/// Whether `step` can follow [`Fault::CutAtMaxTokens`]: a turn with a tool call to cut.
+fn cuttable(step: &Step) -> bool {
+    match step {
+        Step::Reply { content, .. } => content.iter().any(|b| block_type(b) == Some("tool_use")),
+        Step::Fault(_) => false,
+    }
+}
+
+/// The turn [`Fault::CutAtMaxTokens`] cuts: the next step (used up too),
+/// up to its last tool call. A script without one is a violation, answered
+/// with a 500.
+fn cut_turn(state: &mut ScriptState, api: Api) -> Result<Vec<Value>, Output> {
+    match state.script.pop_front() {
+        Some(Step::Reply { mut content, .. })
+            if content.iter().any(|b| block_type(b) == Some("tool_use")) =>
+        {
+            state.played += 1;
+            let last = content
+                .iter()
+                .rposition(|b| block_type(b) == Some("tool_use"))
+                .unwrap_or(0);
+            content.truncate(last + 1);
+            Ok(content)
+        }
+        other => {
+            if let Some(step) = other {
+                state.script.push_front(step);
+            }
+            let route = match api {
+                Api::Anthropic => "POST /v1/messages",
+                Api::OpenAi => "POST /v1/chat/completions",
+            };
+            let message = "Fault::CutAtMaxTokens needs a next step with a tool_use to cut";
+            state.violations.push(format!("{route}: {message}"));
+            Err(error_output(
+                api,
+                &Rejection {
+                    status: 500,
+                    error_type: "api_error".into(),
+                    message: message.into(),
+                },
+            ))
+        }
+    }
+}
+
 fn anthropic_fault(state: &mut ScriptState, turn: &Turn, fault: &Fault) -> Output {
     let error = |status: u16, error_type: &str, message: &str| {
         error_output(
@@ -1381,6 +1525,16 @@ fn anthropic_fault(state: &mut ScriptState, turn: &Turn, fault: &Fault) -> Outpu
             error_type,
             message,
         } => error(*status, error_type, message),
+        Fault::CutAtMaxTokens => match cut_turn(state, Api::Anthropic) {
+            Ok(content) => {
+                let content = fill_content(state, &content);
+                if let Some(id) = content.last().and_then(|b| b["id"].as_str()) {
+                    state.cut_tools.insert(id.to_string());
+                }
+                anthropic_message(state, turn, content, "max_tokens", true)
+            }
+            Err(output) => output,
+        },
         Fault::StreamError if !turn.stream => error(529, "overloaded_error", "Overloaded"),
         Fault::StreamError => {
             let id = ScriptState::next_id(&mut state.next_message, "msg_");
@@ -1529,9 +1683,31 @@ fn openai_reply(
 ) -> Output {
     let (text, calls) = openai_turn(state, content);
     let id = ScriptState::next_id(&mut state.next_message, "chatcmpl-");
-    let created = unix_now();
-    let finish = finish_reason(stop_reason);
-    let completion_tokens = output_tokens(content);
+    let reply = OpenAiTurn {
+        text,
+        calls,
+        finish: finish_reason(stop_reason),
+        completion_tokens: output_tokens(content),
+    };
+    openai_output(turn, &id, unix_now(), reply)
+}
+
+/// What one chat completion says.
+struct OpenAiTurn {
+    text: Option<String>,
+    calls: Vec<ToolCall>,
+    finish: &'static str,
+    completion_tokens: u64,
+}
+
+/// A turn as one completion (`id`) or as a stream of chunks.
+fn openai_output(turn: &Turn, id: &str, created: u64, reply: OpenAiTurn) -> Output {
+    let OpenAiTurn {
+        text,
+        calls,
+        finish,
+        completion_tokens,
+    } = reply;
     let usage = json!({
         "prompt_tokens": turn.input_tokens,
         "completion_tokens": completion_tokens,
@@ -1564,7 +1740,7 @@ fn openai_reply(
         );
     }
     let mut events = vec![chunk(
-        &id,
+        id,
         turn,
         created,
         json!({"role": "assistant", "content": ""}),
@@ -1572,12 +1748,12 @@ fn openai_reply(
     )];
     if let Some(text) = text {
         for piece in split(&text, 3) {
-            events.push(chunk(&id, turn, created, json!({"content": piece}), None));
+            events.push(chunk(id, turn, created, json!({"content": piece}), None));
         }
     }
     for (index, call) in calls.iter().enumerate() {
         events.push(chunk(
-            &id,
+            id,
             turn,
             created,
             json!({"tool_calls": [{
@@ -1590,7 +1766,7 @@ fn openai_reply(
         ));
         for piece in split(&call.arguments, 3) {
             events.push(chunk(
-                &id,
+                id,
                 turn,
                 created,
                 json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
@@ -1598,7 +1774,7 @@ fn openai_reply(
             ));
         }
     }
-    events.push(chunk(&id, turn, created, json!({}), Some(finish)));
+    events.push(chunk(id, turn, created, json!({}), Some(finish)));
     if turn.include_usage {
         let data = json!({
             "id": id,
@@ -1672,5 +1848,22 @@ fn openai_fault(state: &mut ScriptState, turn: &Turn, fault: &Fault) -> Output {
             chunk(&id, turn, created, json!({}), Some("stop")),
             DONE.to_string(),
         ]),
+        Fault::CutAtMaxTokens => match cut_turn(state, Api::OpenAi) {
+            Ok(content) => {
+                let (text, mut calls) = openai_turn(state, &content);
+                if let Some(last) = calls.last_mut() {
+                    last.arguments = first_half(&last.arguments);
+                    state.cut_tools.insert(last.id.clone());
+                }
+                let reply = OpenAiTurn {
+                    text,
+                    calls,
+                    finish: "length",
+                    completion_tokens: output_tokens(&content),
+                };
+                openai_output(turn, &id, created, reply)
+            }
+            Err(output) => output,
+        },
     }
 }

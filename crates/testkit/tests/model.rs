@@ -437,6 +437,169 @@ async fn stream_error_arrives_after_a_200() {
     assert_eq!(body["error"]["type"], "overloaded_error");
 }
 
+/// Two bash calls and a text block the cut drops.
+fn two_commands() -> Step {
+    Step::reply(
+        vec![
+            text("Two commands."),
+            json!({"type": "tool_use", "name": "bash", "input": {"command": "ls"}}),
+            json!({"type": "tool_use", "name": "bash", "input": {"command": "echo ran > /session/data/cut"}}),
+            text("never sent"),
+        ],
+        "tool_use",
+    )
+}
+
+const CUT_INPUT: &str = r#"{"command":"echo ran > /session/data/cut"}"#;
+
+/// A strict prefix of the cut call's input: not JSON.
+fn assert_cut(json: &str) {
+    assert!(
+        !json.is_empty() && json.len() < CUT_INPUT.len() && CUT_INPUT.starts_with(json),
+        "{json}"
+    );
+    assert!(serde_json::from_str::<Value>(json).is_err(), "{json}");
+}
+
+#[tokio::test]
+async fn cut_at_max_tokens_stops_the_last_tool_call_half_way() {
+    let cut = || Step::Fault(Fault::CutAtMaxTokens);
+    let model = ScriptedModel::start(vec![
+        cut(),
+        two_commands(),
+        cut(),
+        two_commands(),
+        cut(),
+        two_commands(),
+        cut(),
+        two_commands(),
+        Step::text("ok"),
+    ])
+    .await;
+
+    // Streamed: the last call's input stops half-way, its block stops, max_tokens.
+    let mut body = anthropic_body();
+    body["stream"] = json!(true);
+    let resp = anthropic(&model, &body).send().await.unwrap();
+    let (text, broke) = read_body(resp).await;
+    assert!(!broke);
+    let events = sse_events(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let starts: Vec<Value> = events
+        .iter()
+        .map(|(_, d)| parse(d))
+        .filter(|d| d["type"] == "content_block_start")
+        .map(|d| d["content_block"].clone())
+        .collect();
+    assert_eq!(starts.len(), 3, "the blocks after the cut call are dropped");
+    assert_eq!(starts[2]["id"], "toolu_2");
+    let input_of = |index: u64| {
+        events
+            .iter()
+            .map(|(_, d)| parse(d))
+            .filter(|d| d["index"] == index && d["delta"]["type"] == "input_json_delta")
+            .map(|d| d["delta"]["partial_json"].as_str().unwrap().to_string())
+            .collect::<String>()
+    };
+    assert_eq!(parse(&input_of(1)), json!({"command": "ls"}));
+    assert_cut(&input_of(2));
+    let delta = parse(&events[events.len() - 2].1);
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+
+    // Not streamed: the cut call has an empty input.
+    let (status, _, body) = json_reply(anthropic(&model, &anthropic_body())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stop_reason"], "max_tokens");
+    let content = body["content"].as_array().unwrap();
+    assert_eq!(content.len(), 3);
+    assert_eq!(content[1]["input"], json!({"command": "ls"}));
+    assert_eq!(content[2]["input"], json!({}));
+    assert_eq!(content[2]["id"], "toolu_4");
+
+    // OpenAI, one completion: the last call's arguments stop half-way, "length".
+    let (status, _, body) = json_reply(openai(&model, &openai_body(false))).await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "length");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["function"]["arguments"], r#"{"command":"ls"}"#);
+    assert_cut(calls[1]["function"]["arguments"].as_str().unwrap());
+
+    // OpenAI, streamed: the same.
+    let resp = openai(&model, &openai_body(true)).send().await.unwrap();
+    let (text, broke) = read_body(resp).await;
+    assert!(!broke);
+    let chunks: Vec<Value> = sse_events(&text)
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .map(|(_, d)| parse(d))
+        .collect();
+    let arguments: String = chunks
+        .iter()
+        .flat_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["index"] == 1)
+        .map(|c| {
+            c["function"]["arguments"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_cut(&arguments);
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "length"));
+
+    // Each cut used its step and the next.
+    let steps: Vec<_> = model.requests().iter().map(|r| r.step).collect();
+    assert_eq!(steps, [Some(0), Some(2), Some(4), Some(6)]);
+    assert_eq!(model.remaining(), 1);
+    model.assert_no_violations();
+
+    // A result for a cut call that is not an error: the call cannot have run.
+    let conversation = |is_error: bool| {
+        json!({
+            "model": "m",
+            "max_tokens": 100,
+            "messages": [
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_3", "name": "bash", "input": {"command": "ls"}},
+                    {"type": "tool_use", "id": "toolu_4", "name": "bash", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_3", "content": "x"},
+                    {"type": "tool_result", "tool_use_id": "toolu_4", "content": "cut", "is_error": is_error},
+                ]},
+            ],
+        })
+    };
+    let (status, _, body) = json_reply(anthropic(&model, &conversation(false))).await;
+    assert_eq!(status, 400, "{body}");
+    let violations = model.violations();
+    assert_eq!(violations.len(), 1);
+    assert!(violations[0].contains("toolu_4"), "{violations:?}");
+    let (status, _, body) = json_reply(anthropic(&model, &conversation(true))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], "ok");
+}
+
+#[tokio::test]
+#[should_panic(expected = "Fault::CutAtMaxTokens must be followed")]
+async fn cut_at_max_tokens_needs_a_tool_call_to_cut() {
+    ScriptedModel::start(vec![Step::Fault(Fault::CutAtMaxTokens), Step::text("none")]).await;
+}
+
 #[tokio::test]
 async fn an_exhausted_script_is_a_500_and_a_violation() {
     let model = ScriptedModel::start(vec![Step::text("only one")]).await;

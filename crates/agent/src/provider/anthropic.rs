@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
-use super::sse::SseStream;
+use super::sse::{SseEvent, SseStream};
 use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy, MAX_BLOCKS};
 use crate::wire::{Block, StopReason, Usage};
 
@@ -124,14 +124,26 @@ fn status_error(status: u16, headers: &HeaderMap, body: &str) -> AttemptError {
 /// A whole (non-streamed) message.
 fn parse_message(message: &Value) -> Result<ModelReply, AttemptError> {
     let malformed = |what: &str| AttemptError::transient("malformed_response", what.to_owned());
-    let content: Vec<Block> = serde_json::from_value(message["content"].clone())
-        .map_err(|e| malformed(&format!("content: {e}")))?;
     let stop = message["stop_reason"]
         .as_str()
         .ok_or_else(|| malformed("no stop_reason"))?;
+    let stop_reason = StopReason::parse(stop);
+    let mut raw = message["content"].clone();
+    if stop_reason == StopReason::MaxTokens {
+        // A tool call cut by the token limit may come without a usable
+        // input; it is kept (as `{}`) so that it can be answered: the
+        // runner does not run it.
+        if let Some(last) = raw.as_array_mut().and_then(|c| c.last_mut()) {
+            if last["type"] == "tool_use" && !last["input"].is_object() {
+                last["input"] = json!({});
+            }
+        }
+    }
+    let content: Vec<Block> =
+        serde_json::from_value(raw).map_err(|e| malformed(&format!("content: {e}")))?;
     Ok(ModelReply {
         content,
-        stop_reason: StopReason::parse(stop),
+        stop_reason,
         usage: serde_json::from_value(message["usage"].clone()).unwrap_or_default(),
         model: message["model"].as_str().unwrap_or_default().to_owned(),
         attempts: 1,
@@ -148,8 +160,18 @@ struct Partial {
     json: String,
 }
 
+/// A streamed block, finished; `unparsed` says why its tool input was not
+/// JSON (then kept as `{}`): fine for the last block of a turn cut at its
+/// token limit, a broken answer anywhere else — which only the stop
+/// reason, sent after the block, tells.
+struct Finished {
+    block: Block,
+    unparsed: Option<String>,
+}
+
 impl Partial {
-    fn finish(self) -> Result<Block, AttemptError> {
+    fn finish(self) -> Result<Finished, AttemptError> {
+        let mut unparsed = None;
         let mut block = self.start;
         match block["type"].as_str() {
             Some("text") => block["text"] = json!(self.text),
@@ -163,12 +185,10 @@ impl Partial {
                 let input = if self.json.trim().is_empty() {
                     json!({})
                 } else {
-                    serde_json::from_str(&self.json).map_err(|e| {
-                        AttemptError::transient(
-                            "malformed_response",
-                            format!("tool input is not JSON: {e}"),
-                        )
-                    })?
+                    serde_json::from_str(&self.json).unwrap_or_else(|e| {
+                        unparsed = Some(format!("tool input is not JSON: {e}"));
+                        json!({})
+                    })
                 };
                 block["input"] = input;
                 if let Some(obj) = block.as_object_mut() {
@@ -177,9 +197,10 @@ impl Partial {
             }
             _ => {}
         }
-        serde_json::from_value(block).map_err(|e| {
+        let block = serde_json::from_value(block).map_err(|e| {
             AttemptError::transient("malformed_response", format!("content block: {e}"))
-        })
+        })?;
+        Ok(Finished { block, unparsed })
     }
 }
 
@@ -187,14 +208,25 @@ impl Partial {
 /// that ends before `message_stop` or carries an `error` event failed.
 async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptError> {
     let mut events = SseStream::new(response, "message_stop");
-    let mut blocks: Vec<Option<Partial>> = Vec::new();
-    let mut done: Vec<(usize, Block)> = Vec::new();
-    let mut usage = Usage::default();
-    let mut model = String::new();
-    let mut stop: Option<String> = None;
-    let malformed = |what: String| AttemptError::transient("malformed_response", what);
-    loop {
-        let event = events.next().await?;
+    let mut message = Streamed::default();
+    while !message.event(events.next().await?)? {}
+    message.finish()
+}
+
+/// A streamed message as far as its events have come.
+#[derive(Default)]
+struct Streamed {
+    blocks: Vec<Option<Partial>>,
+    done: Vec<(usize, Finished)>,
+    usage: Usage,
+    model: String,
+    stop: Option<String>,
+}
+
+impl Streamed {
+    /// Takes one event; true once the message is complete.
+    fn event(&mut self, event: SseEvent) -> Result<bool, AttemptError> {
+        let malformed = |what: String| AttemptError::transient("malformed_response", what);
         let data: Value = serde_json::from_str(&event.data)
             .map_err(|e| malformed(format!("stream event is not JSON: {e}")))?;
         let kind = data["type"]
@@ -212,20 +244,21 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
         match kind.as_str() {
             "message_start" => {
                 let m = &data["message"];
-                model = m["model"].as_str().unwrap_or_default().to_owned();
-                usage = serde_json::from_value(m["usage"].clone()).unwrap_or_default();
+                self.model = m["model"].as_str().unwrap_or_default().to_owned();
+                self.usage = serde_json::from_value(m["usage"].clone()).unwrap_or_default();
             }
             "content_block_start" => {
-                if blocks.len() <= index {
-                    blocks.resize_with(index + 1, || None);
+                if self.blocks.len() <= index {
+                    self.blocks.resize_with(index + 1, || None);
                 }
-                blocks[index] = Some(Partial {
+                self.blocks[index] = Some(Partial {
                     start: data["content_block"].clone(),
                     ..Partial::default()
                 });
             }
             "content_block_delta" => {
-                let partial = blocks
+                let partial = self
+                    .blocks
                     .get_mut(index)
                     .and_then(Option::as_mut)
                     .ok_or_else(|| malformed(format!("delta for unknown block {index}")))?;
@@ -240,25 +273,26 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
                 }
             }
             "content_block_stop" => {
-                let partial = blocks
+                let partial = self
+                    .blocks
                     .get_mut(index)
                     .and_then(Option::take)
                     .ok_or_else(|| malformed(format!("stop of unknown block {index}")))?;
-                done.push((index, partial.finish()?));
+                self.done.push((index, partial.finish()?));
             }
             "message_delta" => {
                 if let Some(s) = data["delta"]["stop_reason"].as_str() {
-                    stop = Some(s.to_owned());
+                    self.stop = Some(s.to_owned());
                 }
                 let u = &data["usage"];
                 if let Some(n) = u["output_tokens"].as_u64() {
-                    usage.output_tokens = n;
+                    self.usage.output_tokens = n;
                 }
                 if let Some(n) = u["input_tokens"].as_u64() {
-                    usage.input_tokens = n;
+                    self.usage.input_tokens = n;
                 }
             }
-            "message_stop" => break,
+            "message_stop" => return Ok(true),
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("api_error");
                 let message = data["error"]["message"].as_str().unwrap_or("stream error");
@@ -266,15 +300,38 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
             }
             _ => {} // ping and events of other APIs
         }
+        Ok(false)
     }
-    done.sort_by_key(|(i, _)| *i);
-    Ok(ModelReply {
-        content: done.into_iter().map(|(_, b)| b).collect(),
-        stop_reason: StopReason::parse(stop.as_deref().unwrap_or("end_turn")),
-        usage,
-        model,
-        attempts: 1,
-    })
+
+    /// The message; a tool input that is not JSON is only accepted in the
+    /// last block of a turn stopped by its token limit.
+    fn finish(self) -> Result<ModelReply, AttemptError> {
+        let mut done = self.done;
+        // A block the stream never stopped is kept as far as it came (a
+        // tool call cut at the token limit must still be answered).
+        for (index, partial) in self.blocks.into_iter().enumerate() {
+            if let Some(partial) = partial {
+                done.push((index, partial.finish()?));
+            }
+        }
+        done.sort_by_key(|(i, _)| *i);
+        let stop_reason = StopReason::parse(self.stop.as_deref().unwrap_or("end_turn"));
+        let last = done.len().saturating_sub(1);
+        for (n, (_, finished)) in done.iter().enumerate() {
+            if let Some(why) = &finished.unparsed {
+                if n != last || stop_reason != StopReason::MaxTokens {
+                    return Err(AttemptError::transient("malformed_response", why.clone()));
+                }
+            }
+        }
+        Ok(ModelReply {
+            content: done.into_iter().map(|(_, f)| f.block).collect(),
+            stop_reason,
+            usage: self.usage,
+            model: self.model,
+            attempts: 1,
+        })
+    }
 }
 
 /// Marks the last block of the `n` most recent user turns as a cache
@@ -360,5 +417,93 @@ mod tests {
         assert_eq!(reply.usage.output_tokens, 4);
         let err = parse_message(&json!({"content": 5})).unwrap_err();
         assert!(err.retry);
+    }
+
+    /// A streamed turn: a text block, then a bash call whose input stops
+    /// after `json`, then the stop reason.
+    fn streamed(json: &str, stop: &str) -> Result<ModelReply, AttemptError> {
+        let events = [
+            json!({"type":"message_start","message":{"model":"m","usage":{"input_tokens":5}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Writing."}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"bash","input":{}}}),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":json}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"message_delta","delta":{"stop_reason":stop},"usage":{"output_tokens":9}}),
+            json!({"type":"message_stop"}),
+        ];
+        let mut message = Streamed::default();
+        for data in events {
+            let event = SseEvent {
+                event: None,
+                data: data.to_string(),
+            };
+            if message.event(event)? {
+                break;
+            }
+        }
+        message.finish()
+    }
+
+    #[test]
+    fn a_tool_input_cut_at_max_tokens_is_kept_empty() {
+        let reply = streamed(r#"{"command": "echo ran > /ses"#, "max_tokens").unwrap();
+        assert_eq!(reply.stop_reason, StopReason::MaxTokens);
+        assert_eq!(reply.content.len(), 2);
+        assert_eq!(
+            reply.content[1].as_tool_use(),
+            Some(("toolu_1", "bash", &json!({})))
+        );
+        assert_eq!(reply.usage.output_tokens, 9);
+    }
+
+    #[test]
+    fn a_tool_input_cut_without_max_tokens_is_a_broken_answer() {
+        for stop in ["end_turn", "tool_use"] {
+            let err = streamed(r#"{"command": "echo ran > /ses"#, stop).unwrap_err();
+            assert!(err.retry, "{stop}");
+            assert_eq!(err.kind, "malformed_response");
+            assert!(err.message.contains("not JSON"), "{}", err.message);
+        }
+        // A whole input is taken as it is, whatever the stop reason.
+        let reply = streamed(r#"{"command": "ls"}"#, "max_tokens").unwrap();
+        assert_eq!(reply.content[1].as_tool_use().unwrap().2["command"], "ls");
+    }
+
+    #[test]
+    fn only_the_last_block_may_be_cut() {
+        let mut message = Streamed::default();
+        let events = [
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"bash","input":{}}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"comm"}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":"after"}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"message_delta","delta":{"stop_reason":"max_tokens"}}),
+        ];
+        for data in events {
+            let event = SseEvent {
+                event: None,
+                data: data.to_string(),
+            };
+            assert!(!message.event(event).unwrap());
+        }
+        assert_eq!(message.finish().unwrap_err().kind, "malformed_response");
+    }
+
+    #[test]
+    fn a_whole_message_cut_at_max_tokens_keeps_its_tool_call() {
+        let reply = parse_message(&json!({
+            "model":"m",
+            "content":[{"type":"text","text":"Writing."},{"type":"tool_use","id":"toolu_1","name":"bash"}],
+            "stop_reason":"max_tokens","usage":{"input_tokens":3,"output_tokens":4}
+        }))
+        .unwrap();
+        assert_eq!(reply.stop_reason, StopReason::MaxTokens);
+        assert_eq!(
+            reply.content[1].as_tool_use(),
+            Some(("toolu_1", "bash", &json!({})))
+        );
     }
 }

@@ -230,6 +230,17 @@ fn arguments(v: &Value) -> Result<Value, AttemptError> {
     }
 }
 
+/// The arguments of a call, the `last` of its turn: those of the last call
+/// of a turn cut at its token limit ("length") may be incomplete, and are
+/// kept as `{}` so that the call can be answered (the runner does not run
+/// it); anywhere else arguments that are not JSON are a broken answer.
+fn call_arguments(v: &Value, last: bool, finish: Option<&str>) -> Result<Value, AttemptError> {
+    match arguments(v) {
+        Err(_) if last && finish == Some("length") => Ok(json!({})),
+        parsed => parsed,
+    }
+}
+
 fn usage_of(v: &Value) -> Usage {
     Usage {
         input_tokens: v["prompt_tokens"].as_u64().unwrap_or(0),
@@ -265,16 +276,17 @@ fn parse_completion(v: &Value) -> Result<ModelReply, AttemptError> {
     if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
         content.push(Block::text(text));
     }
-    for call in message["tool_calls"].as_array().into_iter().flatten() {
+    let finish = choice["finish_reason"].as_str();
+    let calls = message["tool_calls"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for (n, call) in calls.iter().enumerate() {
         let name = call["function"]["name"].as_str().unwrap_or_default();
-        content.push(call_block(
-            call["id"].as_str(),
-            name,
-            arguments(&call["function"]["arguments"])?,
-        ));
+        let input = call_arguments(&call["function"]["arguments"], n + 1 == calls.len(), finish)?;
+        content.push(call_block(call["id"].as_str(), name, input));
     }
     Ok(ModelReply {
-        stop_reason: stop_of(choice["finish_reason"].as_str(), &content),
+        stop_reason: stop_of(finish, &content),
         content,
         usage: usage_of(&v["usage"]),
         model: v["model"].as_str().unwrap_or_default().to_owned(),
@@ -358,8 +370,13 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
     if !text.is_empty() {
         content.push(Block::text(text));
     }
-    for call in calls {
-        let input = arguments(&Value::String(call.arguments))?;
+    let count = calls.len();
+    for (n, call) in calls.into_iter().enumerate() {
+        let input = call_arguments(
+            &Value::String(call.arguments),
+            n + 1 == count,
+            finish.as_deref(),
+        )?;
         content.push(call_block(call.id.as_deref(), &call.name, input));
     }
     Ok(ModelReply {
@@ -528,5 +545,37 @@ mod tests {
             .starts_with("call_raworc_"));
         assert_eq!(reply.content[1].as_tool_use().unwrap().2["command"], "pwd");
         assert_eq!(reply.usage.output_tokens, 7);
+    }
+
+    /// A completion whose second call's arguments stop half-way.
+    fn cut_completion(finish: &str) -> Value {
+        json!({
+            "model": "m",
+            "choices": [{"message": {"content": "Two things.", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "bash", "arguments": "{\"command\":\"ls\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "bash", "arguments": "{\"command\":\"echo ra"}}
+            ]}, "finish_reason": finish}]
+        })
+    }
+
+    #[test]
+    fn arguments_cut_at_the_length_limit_are_kept_empty() {
+        let reply = parse_completion(&cut_completion("length")).unwrap();
+        assert_eq!(reply.stop_reason, StopReason::MaxTokens);
+        assert_eq!(reply.content[1].as_tool_use().unwrap().2["command"], "ls");
+        assert_eq!(
+            reply.content[2].as_tool_use(),
+            Some(("call_2", "bash", &json!({})))
+        );
+        let err = parse_completion(&cut_completion("tool_calls")).unwrap_err();
+        assert!(err.retry);
+        assert_eq!(err.kind, "malformed_response");
+        // Only the last call can have been cut.
+        let mut v = cut_completion("length");
+        let calls = v["choices"][0]["message"]["tool_calls"]
+            .as_array_mut()
+            .unwrap();
+        calls.swap(0, 1);
+        assert!(parse_completion(&v).is_err());
     }
 }
