@@ -2,7 +2,7 @@
 // upload from this machine, download. Only while the computer runs: files
 // are read and written by the computer's own user, inside it.
 
-import { API, api, el, seg, showError, token } from "./lib.js";
+import { api, apiRaw, el, filePath, seg, showError } from "./lib.js";
 
 const ROOT = "/session/data";
 
@@ -14,13 +14,7 @@ function size(bytes) {
 
 /** The file at `path` in the computer, saved by the browser as `name`. */
 async function download(id, path, name) {
-  const response = await fetch(`${API}/sessions/${seg(id)}/files${path.split("/").map(seg).join("/")}`, {
-    headers: { authorization: `Bearer ${token.get()}` },
-  });
-  if (!response.ok) {
-    const data = await response.json().catch(() => null);
-    throw new Error(data?.error ?? `download failed (${response.status})`);
-  }
+  const response = await apiRaw(filePath(id, path));
   const url = URL.createObjectURL(await response.blob());
   const a = el("a", { href: url, download: name, hidden: "" });
   document.body.append(a);
@@ -71,7 +65,7 @@ export function filesPanel(id) {
   picker.addEventListener("change", async () => {
     try {
       for (const file of picker.files) {
-        await api(`/sessions/${seg(id)}/files${`${dir}/${file.name}`.split("/").map(seg).join("/")}`, { method: "PUT", raw: file });
+        await api(filePath(id, `${dir}/${file.name}`), { method: "PUT", raw: file });
       }
       picker.value = "";
       await list();

@@ -50,16 +50,33 @@ export async function api(path, { method = "GET", body, raw } = {}) {
     payload = JSON.stringify(body);
   }
   const response = await fetch(API + path, { method, headers, body: payload });
+  if (!response.ok) await fail(response, `${method} ${path}`);
+  return response.json().catch(() => null);
+}
+
+/** Throws for a failed call: `LoggedOut` (and the login form) for an
+ * expired login, else the API's error text. */
+async function fail(response, what) {
   const data = await response.json().catch(() => null);
   if (response.status === 401 && token.get()) {
     endLogin("Your login has expired; please log in again.");
     throw new LoggedOut("logged out");
   }
-  if (!response.ok) {
-    throw new Error(data?.error ?? `${method} ${path} failed (${response.status})`);
-  }
-  return data;
+  throw new Error(data?.error ?? `${what} failed (${response.status})`);
 }
+
+/**
+ * GETs `path` (under /api/v0) for its body as it is (a file's bytes): the
+ * response, once it is known to be a success; failures throw as `api()`'s.
+ */
+export async function apiRaw(path) {
+  const response = await fetch(API + path, { headers: { authorization: `Bearer ${token.get()}` } });
+  if (!response.ok) await fail(response, `GET ${path}`);
+  return response;
+}
+
+/** `/files/<path>` of a session's computer, each segment escaped. */
+export const filePath = (id, path) => `/sessions/${seg(id)}/files${path.split("/").map(seg).join("/")}`;
 
 /** Builds an element: el("td", {class: "state"}, "running"). */
 export function el(tag, attrs = {}, ...children) {

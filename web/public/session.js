@@ -2,7 +2,7 @@
 // the lifecycle actions (remix with its data/code choices among them), the
 // live desktop beside it, and the files of /session/data.
 
-import { api, actionButton, el, eventSource, hold, onSubmit, seg, showError, token } from "./lib.js";
+import { api, apiRaw, actionButton, el, eventSource, filePath, hold, onSubmit, seg, showError, token } from "./lib.js";
 import { Desktop } from "./desktop.js";
 import { filesPanel } from "./files.js";
 
@@ -96,6 +96,24 @@ function stepLine(event) {
 function messageItem(m) {
   return el("li", { class: `message ${m.role}`, "data-seq": m.seq },
     el("strong", {}, m.role === "user" ? "You" : "Agent"), " ", m.content);
+}
+
+/** A dialog showing the output of the session's setup script. */
+function setupLogDialog(id) {
+  const text = el("pre", { id: "setup-output" });
+  const close = el("button", { type: "button", class: "secondary" }, "Close");
+  const dialog = el("dialog", { id: "setup-log", "aria-label": "Setup output" },
+    el("h2", {}, "Setup output"), text, el("div", { class: "buttons" }, close));
+  close.addEventListener("click", () => dialog.close());
+  return {
+    node: dialog,
+    /** Reads /session/code/setup.log from the computer (it must run). */
+    async open() {
+      const response = await apiRaw(filePath(id, "/session/code/setup.log"));
+      text.textContent = (await response.text()) || "(the setup script printed nothing)";
+      dialog.showModal();
+    },
+  };
 }
 
 /** The remix dialog: a new session from this one, with what it keeps. */
@@ -206,6 +224,7 @@ export async function showSession(id) {
   const files = filesPanel(id);
 
   const remix = remixDialog(id);
+  const setupLog = setupLogDialog(id);
   const lifecycle = (target) => api(`/sessions/${sid}/state`, { method: "PUT", body: { state: target } });
   // What takes the computer away lets go of its desktop first: a viewer
   // still connecting to a computer being stopped would see it fail.
@@ -224,6 +243,7 @@ export async function showSession(id) {
     actionButton("Close", () => lettingGo(() => api(`/sessions/${sid}/close`, { method: "POST" })), { "data-action": "close" }),
     actionButton("Restore", () => api(`/sessions/${sid}/restore`, { method: "POST" }), { "data-action": "restore" }),
     actionButton("Remix…", async () => remix.showModal(), { "data-action": "remix" }),
+    ...(s.setup ? [actionButton("Setup output", () => setupLog.open(), { "data-action": "setup-log" })] : []),
     actionButton("Delete", async () => {
       if (!confirm("Delete this session, its computer and its disk?")) return;
       await lettingGo(() => api(`/sessions/${sid}`, { method: "DELETE" }));
@@ -244,6 +264,7 @@ export async function showSession(id) {
       el("section", { class: "screen" },
         el("label", { class: "check" }, control, "Take control"), screen)),
     remix,
+    setupLog.node,
   ];
 
   // The agent's steps and the session's state, live from the last event read.

@@ -60,7 +60,7 @@ try {
   // secret; its state turns running in the list by itself.
   await p.getByLabel("Name").fill("desk");
   await p.getByLabel("Instructions").fill("Be brief.");
-  await p.getByLabel("Setup script").fill("echo prepared > /session/data/setup-ran.txt");
+  await p.getByLabel("Setup script").fill("echo prepared | tee /session/data/setup-ran.txt");
   await p.getByRole("button", { name: "Add a secret" }).click();
   await p.getByLabel("Secret 1 name").fill("WEB_TOKEN");
   await p.getByLabel("Secret 1 value").fill("s3cret-from-the-form");
@@ -113,6 +113,12 @@ try {
   check(created.instructions === "Be brief." && created.secrets.includes("WEB_TOKEN"), `the form's fields: ${JSON.stringify(created)}`);
   const inside = await call("exec", { command: "cat /session/data/setup-ran.txt /session/secrets/WEB_TOKEN" });
   check(inside.stdout === "prepared\ns3cret-from-the-form", `setup and secret in the computer: ${JSON.stringify(inside)}`);
+
+  // The setup's output can be read from the page.
+  await p.getByRole("button", { name: "Setup output" }).click();
+  await p.locator("#setup-output", { hasText: "prepared" }).waitFor();
+  await shot(p, "setup-output");
+  await p.keyboard.press("Escape");
 
   // Take control, and type into a terminal on the desktop (a large font,
   // to be read back off a screenshot).
