@@ -269,7 +269,33 @@ export async function showSession(id) {
 
   // The agent's steps and the session's state, live from the last event read.
   const after = past.length ? past[past.length - 1].seq : 0;
-  const source = eventSource(`/sessions/${sid}/events/stream?after=${after}`);
+  const source = eventSource(`/sessions/${sid}/events/stream?after=${after}&deltas=true`);
+  // The model's text and thinking as they stream (not stored): one live
+  // line per block, replaced by the stored steps once the turn is whole.
+  const live = new Map();
+  const clearLive = () => {
+    for (const line of live.values()) line.node.remove();
+    live.clear();
+  };
+  source.addEventListener("delta", (e) => {
+    const d = JSON.parse(e.data);
+    const key = `${d.kind}:${d.index}`;
+    let line = live.get(key);
+    if (line && line.attempt !== d.attempt) {
+      // The model call was tried again: its text starts over.
+      line.node.remove();
+      line = null;
+    }
+    if (!line) {
+      const text = el("span", { class: "live-text" });
+      const node = el("li", { class: `step live ${d.kind}` }, d.kind === "thinking" ? "Thinking… " : "", text);
+      line = { node, text, attempt: d.attempt };
+      live.set(key, line);
+      chat.append(node);
+    }
+    line.text.textContent += d.text;
+    chat.scrollTop = chat.scrollHeight;
+  });
   const follow = (current, isBusy) => {
     state.textContent = current;
     busy.textContent = isBusy ? "working…" : "";
@@ -283,6 +309,7 @@ export async function showSession(id) {
       // carries no data; the agent's error events do.
       if (typeof e.data !== "string") return;
       const event = JSON.parse(e.data);
+      if (event.type !== "state") clearLive();
       if (event.type === "state") {
         follow(event.metadata.state, event.metadata.busy);
         if (event.metadata.state === "deleted") {

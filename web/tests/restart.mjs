@@ -48,6 +48,18 @@ try {
   await desktopDrawn(p, "#desktop canvas:not([data-old])");
   // The agent's steps stream again: a message sent now is answered live,
   // the model's thinking folded (it opens), its tool call and the reply.
+  // Every live line (the model's text as it streams) is recorded with the
+  // text it had when the stored step replaced it.
+  await p.evaluate(() => {
+    window.liveLines = [];
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        for (const node of change.removedNodes) {
+          if (node.classList?.contains("live")) window.liveLines.push([node.className, node.textContent]);
+        }
+      }
+    }).observe(document.querySelector("#chat"), { childList: true });
+  });
   await p.getByLabel("Message", { exact: true }).fill("Run the command, please.");
   await p.getByLabel("Message", { exact: true }).press("Enter");
   const thinking = p.locator(".step.thinking");
@@ -58,6 +70,12 @@ try {
   await p.locator(".step.tool-result", { hasText: "after-the-restart" }).waitFor({ timeout: 60000 });
   await p.locator(".message.assistant", { hasText: "Done after the restart." }).waitFor({ timeout: 60000 });
   await run.shot(p, "after");
+  // The thinking and the reply were shown live first, then replaced.
+  const lines = await p.evaluate(() => window.liveLines);
+  const shown = JSON.stringify(lines);
+  if (!lines.some(([c, t]) => c.includes("thinking") && t === "Thinking… The page asked for a command.")) throw new Error(`no live thinking: ${shown}`);
+  if (!lines.some(([c, t]) => c.includes("text") && t === "Done after the restart.")) throw new Error(`no live reply: ${shown}`);
+  if (await p.locator("#chat .live").count()) throw new Error("live lines are left after the reply");
   // In the order it happened, live and after a reload alike.
   const order = () => p.locator("#chat > li").evaluateAll((items) => items.map((i) => i.className));
   const live = await order();

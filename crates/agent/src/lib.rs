@@ -24,7 +24,7 @@ use futures::FutureExt as _;
 use raworc_runtime::Runtime;
 use raworc_store::Store;
 
-pub use provider::{Model, ModelError};
+pub use provider::{Delta, DeltaKind, Model, ModelError};
 pub use shots::Shots;
 
 /// How the agent works.
@@ -66,6 +66,13 @@ pub trait Hooks: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Vec<(String, String)>>;
     /// Tokens a model call used (metrics).
     fn model_usage(&self, provider: &str, model: &str, usage: wire::Usage);
+    /// A piece of session `id`'s model turn as it streams, before the turn
+    /// is stored (live views; nothing keeps it). `after` is the `seq` of
+    /// the session's latest event when the model call began: the piece
+    /// belongs after that event, and before the turn's own events.
+    fn delta(&self, id: &str, after: i64, delta: &provider::Delta) {
+        let _ = (id, after, delta);
+    }
 }
 
 pub(crate) struct SharedInner {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::context::{self, step};
-use crate::provider::ModelRequest;
+use crate::provider::{Delta, ModelRequest};
 use crate::redact::Redactor;
 use crate::tools::{ToolOutcome, ToolSet, Tools};
 use crate::wire::{Block, KnownBlock, StopReason, ToolResultContent, Turn, Usage};
@@ -252,10 +252,23 @@ impl Answer<'_> {
                 self.shared.config.keep_images,
             )
             .await;
+            // The turn's text and thinking go out live as they stream, placed
+            // after the events stored so far (a store that fails to say
+            // puts them first: they are only a preview).
+            let after = self
+                .shared
+                .store
+                .last_event_seq(self.id())
+                .await
+                .unwrap_or(0);
+            let hooks = &self.shared.hooks;
+            let session_id = self.session.id.as_str();
+            let live = |delta: Delta| hooks.delta(session_id, after, &delta);
             let request = ModelRequest {
                 system: &system,
                 turns: &turns,
                 tools: &toolset,
+                deltas: Some(&live),
             };
             let reply = tokio::select! {
                 r = self.shared.model.respond(request) => r,

@@ -1094,3 +1094,257 @@ async fn an_empty_answer_is_said_and_does_not_break_the_conversation() {
         .all(|m| m["content"].as_array().is_none_or(|c| !c.is_empty())));
     app.stop().await;
 }
+
+/// One server-sent event as a client reads it.
+#[derive(Debug)]
+struct Sent {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// Opens a session's event stream at `query` (before the work it is to
+/// see); its body.
+async fn open_events(
+    app: &TestApp,
+    id: &str,
+    query: &str,
+) -> futures::stream::BoxStream<'static, Vec<u8>> {
+    let resp = app
+        .client
+        .get(format!(
+            "{}/api/v0/sessions/{id}/events/stream?{query}",
+            app.base
+        ))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes_stream().map(|c| c.unwrap().to_vec()).boxed()
+}
+
+/// Reads server-sent events until a `complete` event (included).
+async fn sse_until_complete(mut body: futures::stream::BoxStream<'static, Vec<u8>>) -> Vec<Sent> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(120), body.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on");
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buf.drain(..end + 2).collect();
+            let frame = String::from_utf8(frame).unwrap();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            // Keep-alives are comments without data.
+            let Some(data) = field("data: ") else {
+                continue;
+            };
+            let sent = Sent {
+                event: field("event: ").unwrap_or_default(),
+                id: field("id: "),
+                data: serde_json::from_str(&data).unwrap(),
+            };
+            let done = sent.event == "complete";
+            out.push(sent);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// `(kind, text)` of each block of the last attempt's pieces, in block
+/// order, from `(kind, index, attempt, text)` pieces.
+fn joined(pieces: &[(String, u64, u64, String)]) -> Vec<(String, String)> {
+    let last = pieces.iter().map(|p| p.2).max().unwrap_or(0);
+    let mut blocks: std::collections::BTreeMap<u64, (String, String)> = Default::default();
+    for (kind, index, _, text) in pieces.iter().filter(|p| p.2 == last) {
+        let block = blocks
+            .entry(*index)
+            .or_insert_with(|| (kind.clone(), String::new()));
+        assert_eq!(&block.0, kind, "one kind per block");
+        block.1.push_str(text);
+    }
+    blocks.into_values().collect()
+}
+
+/// The model's text (and, from Anthropic, thinking) reaches clients that
+/// ask for it piece by piece while it streams: after a first attempt cut
+/// by a stream error (its pieces labelled attempt 1), the pieces of the
+/// second add up to the stored `thinking`/`text` events and arrive before
+/// them, as `delta` events without an `id` (SSE) or `delta` updates
+/// without a `seq` (WebSocket). A client that did not ask sees only the
+/// stored events, the same ones.
+async fn live_deltas(provider: Provider) {
+    let thinking = "The user wants a short story; I will write one about a lighthouse keeper \
+                    who counts the ships that pass.";
+    let story = "Every night the keeper climbed the hundred steps, wound the clock of the \
+                 lamp and wrote in her book the names of the ships that passed: the Aurora, \
+                 the Plover, the Saint Brendan. In forty years not one of them ran aground.";
+    let model = ScriptedModel::start(vec![
+        Step::Fault(Fault::StreamError),
+        Step::reply(
+            vec![
+                json!({"type": "thinking", "thinking": thinking}),
+                text(story),
+            ],
+            "end_turn",
+        ),
+    ])
+    .await
+    .with_key(KEY);
+    let app = provider_app(&model, provider, true, 4).await;
+    let token = app.admin_token.clone();
+    let id = app.running_session(json!({})).await;
+    let after = app.events(&id).await.last().unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    let live = open_events(&app, &id, &format!("after={after}&deltas=true")).await;
+    let plain = open_events(&app, &id, &format!("after={after}")).await;
+    let ws_url = format!(
+        "ws://{}/ws/{id}/stream?after={after}&deltas=true&token={token}",
+        app.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connected");
+
+    let seq = app.post_message(&id, "Tell me a story.").await;
+    let live = sse_until_complete(live).await;
+    let plain = sse_until_complete(plain).await;
+    let mut updates = Vec::new();
+    loop {
+        let u = next_json(&mut ws).await;
+        let done = u["update_type"] == "complete";
+        updates.push(u);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(app.reply_to(&id, seq, 120).await["content"], story);
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+
+    // What the turn stored: its thinking (Anthropic only) and its text.
+    let expected: Vec<(String, String)> = match provider {
+        Provider::Anthropic => vec![
+            ("thinking".into(), thinking.into()),
+            ("text".into(), story.into()),
+        ],
+        Provider::OpenAi => vec![("text".into(), story.into())],
+    };
+    let is_turn = |kind: &str| ["thinking", "text", "tool_use"].contains(&kind);
+
+    // SSE with deltas: pieces without ids, all before the stored turn.
+    let mut pieces = Vec::new();
+    for (n, sent) in live.iter().enumerate() {
+        if sent.event != "delta" {
+            assert_eq!(
+                sent.id.as_deref(),
+                Some(sent.data["seq"].to_string().as_str())
+            );
+            continue;
+        }
+        assert_eq!(sent.id, None, "a delta has no id: {sent:?}");
+        let d = &sent.data;
+        assert_eq!(d["session_id"], id.as_str());
+        assert!(!d["text"].as_str().unwrap().is_empty());
+        assert!(
+            live[..n].iter().all(|s| !is_turn(&s.event)),
+            "a piece after the stored turn: {live:?}"
+        );
+        pieces.push((
+            d["kind"].as_str().unwrap().to_owned(),
+            d["index"].as_u64().unwrap(),
+            d["attempt"].as_u64().unwrap(),
+            d["text"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // The failed first attempt's piece, then the second attempt's.
+    assert_eq!(
+        pieces[0],
+        ("text".to_owned(), 0, 1, "Let me".to_owned()),
+        "{pieces:?}"
+    );
+    assert_eq!(pieces.last().unwrap().2, 2);
+    let second = pieces.iter().filter(|p| p.2 == 2).count();
+    assert!(second >= 6, "the turn came in pieces: {pieces:?}");
+    assert_eq!(joined(&pieces), expected);
+    let stored: Vec<&Sent> = live.iter().filter(|s| s.event != "delta").collect();
+    let turn: Vec<(String, String)> = stored
+        .iter()
+        .filter(|s| s.event == "thinking" || s.event == "text")
+        .map(|s| {
+            (
+                s.event.clone(),
+                s.data["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(turn, expected, "the stored turn is what the pieces made");
+
+    // SSE without deltas: no piece, the same stored events, each with its id.
+    assert!(plain.iter().all(|s| s.event != "delta"), "{plain:?}");
+    assert!(plain
+        .iter()
+        .all(|s| s.id.as_deref() == Some(s.data["seq"].to_string().as_str())));
+    let plain_data: Vec<&Value> = plain.iter().map(|s| &s.data).collect();
+    let stored_data: Vec<&Value> = stored.iter().map(|s| &s.data).collect();
+    assert_eq!(plain_data, stored_data);
+    let listed = app.events(&id).await;
+    let listed: Vec<&Value> = listed
+        .iter()
+        .filter(|e| e["seq"].as_i64().unwrap() > after)
+        .take(plain_data.len())
+        .collect();
+    assert_eq!(plain_data, listed, "the streams carry the stored events");
+
+    // WebSocket with deltas: seed 004's shape, no seq, before the stored turn.
+    let mut ws_pieces = Vec::new();
+    for (n, u) in updates.iter().enumerate() {
+        assert_eq!(u["type"], "agent_update");
+        if u["update_type"] != "delta" {
+            assert!(u["seq"].is_i64(), "{u}");
+            continue;
+        }
+        assert!(u.get("seq").is_none(), "{u}");
+        assert!(u["timestamp"].is_string(), "{u}");
+        assert!(
+            updates[..n]
+                .iter()
+                .all(|s| !is_turn(s["update_type"].as_str().unwrap())),
+            "a piece after the stored turn: {updates:?}"
+        );
+        let m = &u["metadata"];
+        ws_pieces.push((
+            m["kind"].as_str().unwrap().to_owned(),
+            m["index"].as_u64().unwrap(),
+            m["attempt"].as_u64().unwrap(),
+            u["content"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(joined(&ws_pieces), expected);
+    let ws_seqs: Vec<i64> = updates.iter().filter_map(|u| u["seq"].as_i64()).collect();
+    let sse_seqs: Vec<i64> = stored
+        .iter()
+        .map(|s| s.data["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ws_seqs, sse_seqs);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_text_and_thinking_stream_live_to_clients_that_ask() {
+    live_deltas(Provider::Anthropic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_text_streams_live_to_clients_that_ask() {
+    live_deltas(Provider::OpenAi).await;
+}

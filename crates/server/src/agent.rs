@@ -12,7 +12,8 @@ use raworc_agent::provider::mock::Mock;
 use raworc_agent::provider::openai::{OpenAi, OpenAiConfig};
 use raworc_agent::provider::RetryPolicy;
 use raworc_agent::wire::Usage;
-use raworc_agent::{AgentConfig, Agents, Hooks, Model, Shots};
+use raworc_agent::{AgentConfig, Agents, Delta, Hooks, Model, Shots};
+use raworc_api::EventDelta;
 use raworc_operator::Operator;
 use raworc_runtime::Runtime;
 use raworc_store::Store;
@@ -20,6 +21,7 @@ use raworc_store::Store;
 use crate::config::{LlmKind, ServerConfig};
 use crate::crypto::SecretBox;
 use crate::metrics::TokenCounters;
+use crate::routes::events::{publish_delta, DeltaHub};
 
 /// The Anthropic key from the flag, the variable or the key file.
 fn anthropic_key(config: &ServerConfig) -> anyhow::Result<Option<String>> {
@@ -96,6 +98,7 @@ struct ServerHooks {
     store: Store,
     secrets: Arc<SecretBox>,
     tokens: TokenCounters,
+    deltas: DeltaHub,
 }
 
 impl Hooks for ServerHooks {
@@ -127,6 +130,17 @@ impl Hooks for ServerHooks {
     fn model_usage(&self, provider: &str, model: &str, usage: Usage) {
         self.tokens.add(provider, model, usage);
     }
+
+    fn delta(&self, id: &str, after: i64, delta: &Delta) {
+        let delta = EventDelta {
+            session_id: id.to_owned(),
+            kind: delta.kind.as_str().to_owned(),
+            index: delta.index,
+            attempt: delta.attempt,
+            text: delta.text.clone(),
+        };
+        publish_delta(&self.deltas, after, delta);
+    }
 }
 
 /// The agents of this server.
@@ -137,6 +151,7 @@ pub fn agents(
     operator: Option<Arc<Operator>>,
     secrets: Arc<SecretBox>,
     tokens: TokenCounters,
+    deltas: DeltaHub,
 ) -> anyhow::Result<Agents> {
     let model = model(config)?;
     let hooks = Arc::new(ServerHooks {
@@ -144,6 +159,7 @@ pub fn agents(
         store: store.clone(),
         secrets,
         tokens,
+        deltas,
     });
     Ok(Agents::new(
         store.clone(),

@@ -25,6 +25,8 @@ use crate::{audit as audit_log, metrics, request_id};
     modifiers(&BearerAuth),
     // Wildcard paths are routed by hand (below), so they are listed here.
     paths(computer::read_file, computer::write_file),
+    // Sent in event streams (`deltas=true`), never as a body.
+    components(schemas(raworc_api::EventDelta)),
     tags((name = "sessions"), (name = "computer"), (name = "messages"), (name = "events"), (name = "operators"), (name = "auth"), (name = "audit"), (name = "system"))
 )]
 struct ApiDoc;

@@ -68,6 +68,7 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
         .clone()
         .map(|rt| Arc::new(computers::operator(&store, rt, secrets.clone(), &config)));
     let metrics = Metrics::new();
+    let deltas = routes::events::delta_hub();
     // With no computers there is nothing for the agent to work on: messages are only stored.
     let agents = match &runtime {
         Some(_) => Some(agent::agents(
@@ -77,6 +78,7 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
             operator.clone(),
             secrets.clone(),
             metrics.tokens.clone(),
+            deltas.clone(),
         )?),
         None => None,
     };
@@ -89,6 +91,7 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<AppState> {
         operator,
         agents,
         metrics,
+        deltas,
         operators: OperatorCache::new(Duration::from_secs(5)),
         login_by_name: RateLimiter::new(config.login_limit_per_name, minute),
         login_by_addr: RateLimiter::new(config.login_limit_per_addr, minute),

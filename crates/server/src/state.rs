@@ -30,6 +30,9 @@ pub struct Inner {
     /// The agents that answer sessions' messages; present with a runtime.
     pub agents: Option<raworc_agent::Agents>,
     pub metrics: Metrics,
+    /// The model's text and thinking as it streams, for the event streams
+    /// that asked for them (nothing stores these).
+    pub deltas: crate::routes::events::DeltaHub,
     pub operators: OperatorCache,
     pub login_by_name: RateLimiter,
     pub login_by_addr: RateLimiter,

@@ -195,6 +195,18 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// The `seq` of the session's latest event (0 when it has none).
+    pub async fn last_event_seq(&self, session_id: &str) -> Result<i64> {
+        let sql = self
+            .dialect
+            .sql("SELECT COALESCE(MAX(seq), 0) AS n FROM events WHERE session_id = ?");
+        let row = db::query(&sql)
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        row.i64("n")
+    }
+
     /// Announcements of sessions with new events (and other changes).
     /// Subscribe before reading the table, then read again on each
     /// announcement of the session: nothing falls between the two.

@@ -1218,6 +1218,13 @@ fn split(s: &str, parts: usize) -> Vec<String> {
     pieces
 }
 
+/// How many pieces a streamed text comes in: at least `least`, and one
+/// more per 16 characters of a longer text (up to 64), as a real model's
+/// tokens trickle in.
+fn pieces(s: &str, least: usize) -> usize {
+    (s.chars().count() / 16).clamp(least, 64)
+}
+
 fn sse(event: &str, data: &Value) -> String {
     format!("event: {event}\ndata: {data}\n\n")
 }
@@ -1370,7 +1377,7 @@ fn block_stop(index: usize) -> String {
 }
 
 fn text_deltas(index: usize, text: &str) -> Vec<String> {
-    split(text, 3)
+    split(text, pieces(text, 3))
         .into_iter()
         .map(|piece| block_delta(index, json!({"type": "text_delta", "text": piece})))
         .collect()
@@ -1409,7 +1416,8 @@ fn block_events(index: usize, block: &Value) -> Vec<String> {
                 index,
                 json!({"type": "thinking", "thinking": "", "signature": ""}),
             ));
-            for piece in split(str_field("thinking"), 2) {
+            let thinking = str_field("thinking");
+            for piece in split(thinking, pieces(thinking, 2)) {
                 events.push(block_delta(
                     index,
                     json!({"type": "thinking_delta", "thinking": piece}),
@@ -1747,7 +1755,7 @@ fn openai_output(turn: &Turn, id: &str, created: u64, reply: OpenAiTurn) -> Outp
         None,
     )];
     if let Some(text) = text {
-        for piece in split(&text, 3) {
+        for piece in split(&text, pieces(&text, 3)) {
             events.push(chunk(id, turn, created, json!({"content": piece}), None));
         }
     }

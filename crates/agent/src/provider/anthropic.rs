@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
 use super::sse::{SseEvent, SseStream};
-use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy, MAX_BLOCKS};
+use super::{
+    report, AttemptError, DeltaKind, DeltaSink, Model, ModelError, ModelReply, ModelRequest,
+    RetryPolicy, MAX_BLOCKS,
+};
 use crate::wire::{Block, StopReason, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -73,7 +76,14 @@ impl Anthropic {
         body
     }
 
-    async fn attempt(&self, body: &Value, beta: &str) -> Result<ModelReply, AttemptError> {
+    /// Attempt number `attempt` (from 1); a streamed answer's pieces go to `deltas`.
+    async fn attempt(
+        &self,
+        body: &Value,
+        beta: &str,
+        attempt: u32,
+        deltas: Option<DeltaSink<'_>>,
+    ) -> Result<ModelReply, AttemptError> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
@@ -93,7 +103,7 @@ impl Anthropic {
             return Err(status_error(status, &headers, &text));
         }
         if self.config.stream {
-            read_stream(response).await
+            read_stream(response, Streamed::new(deltas, attempt)).await
         } else {
             let message = super::json_body(response).await?;
             parse_message(&message)
@@ -204,26 +214,41 @@ impl Partial {
     }
 }
 
-/// Reads a streamed message: blocks assembled from their deltas; a stream
-/// that ends before `message_stop` or carries an `error` event failed.
-async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptError> {
+/// Reads a streamed message into `message`: blocks assembled from their
+/// deltas; a stream that ends before `message_stop` or carries an `error`
+/// event failed.
+async fn read_stream(
+    response: reqwest::Response,
+    mut message: Streamed<'_>,
+) -> Result<ModelReply, AttemptError> {
     let mut events = SseStream::new(response, "message_stop");
-    let mut message = Streamed::default();
     while !message.event(events.next().await?)? {}
     message.finish()
 }
 
 /// A streamed message as far as its events have come.
 #[derive(Default)]
-struct Streamed {
+struct Streamed<'s> {
     blocks: Vec<Option<Partial>>,
     done: Vec<(usize, Finished)>,
     usage: Usage,
     model: String,
     stop: Option<String>,
+    /// Where the pieces of text and thinking go as they come.
+    deltas: Option<DeltaSink<'s>>,
+    /// The attempt this stream answers, from 1 (0 when not said).
+    attempt: u32,
 }
 
-impl Streamed {
+impl<'s> Streamed<'s> {
+    fn new(deltas: Option<DeltaSink<'s>>, attempt: u32) -> Self {
+        Streamed {
+            deltas,
+            attempt,
+            ..Streamed::default()
+        }
+    }
+
     /// Takes one event; true once the message is complete.
     fn event(&mut self, event: SseEvent) -> Result<bool, AttemptError> {
         let malformed = |what: String| AttemptError::transient("malformed_response", what);
@@ -263,12 +288,27 @@ impl Streamed {
                     .and_then(Option::as_mut)
                     .ok_or_else(|| malformed(format!("delta for unknown block {index}")))?;
                 let d = &data["delta"];
-                let piece = |f: &str| d[f].as_str().unwrap_or_default().to_owned();
+                let piece = |f: &str| d[f].as_str().unwrap_or_default();
+                let (deltas, attempt) = (self.deltas, self.attempt);
                 match d["type"].as_str() {
-                    Some("text_delta") => partial.text.push_str(&piece("text")),
-                    Some("thinking_delta") => partial.thinking.push_str(&piece("thinking")),
-                    Some("signature_delta") => partial.signature = Some(piece("signature")),
-                    Some("input_json_delta") => partial.json.push_str(&piece("partial_json")),
+                    Some("text_delta") => {
+                        partial.text.push_str(piece("text"));
+                        report(deltas, DeltaKind::Text, index, attempt, piece("text"));
+                    }
+                    Some("thinking_delta") => {
+                        partial.thinking.push_str(piece("thinking"));
+                        report(
+                            deltas,
+                            DeltaKind::Thinking,
+                            index,
+                            attempt,
+                            piece("thinking"),
+                        );
+                    }
+                    Some("signature_delta") => {
+                        partial.signature = Some(piece("signature").to_owned())
+                    }
+                    Some("input_json_delta") => partial.json.push_str(piece("partial_json")),
                     _ => {}
                 }
             }
@@ -368,7 +408,11 @@ impl Model for Anthropic {
         Box::pin(async move {
             let body = self.body(&req);
             let beta = req.tools.beta();
-            self.config.retry.turn(|| self.attempt(&body, beta)).await
+            let deltas = req.deltas;
+            self.config
+                .retry
+                .turn(|n| self.attempt(&body, beta, n, deltas))
+                .await
         })
     }
 }
@@ -376,6 +420,7 @@ impl Model for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::Delta;
 
     #[test]
     fn breakpoints_go_on_the_three_latest_user_turns() {
@@ -490,6 +535,62 @@ mod tests {
             assert!(!message.event(event).unwrap());
         }
         assert_eq!(message.finish().unwrap_err().kind, "malformed_response");
+    }
+
+    #[test]
+    fn text_and_thinking_are_reported_piece_by_piece() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |d: Delta| seen.lock().unwrap().push(d);
+        let mut message = Streamed::new(Some(&sink), 2);
+        let events = [
+            json!({"type":"message_start","message":{"model":"m","usage":{"input_tokens":5}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Hmm, "}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"a plan."}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig"}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":""}}),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hello"}}),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":", world."}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_1","name":"bash","input":{}}}),
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"command\":\"ls\"}"}}),
+            json!({"type":"content_block_stop","index":2}),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}),
+        ];
+        for data in events {
+            let event = SseEvent {
+                event: None,
+                data: data.to_string(),
+            };
+            assert!(!message.event(event).unwrap());
+        }
+        let reply = message.finish().unwrap();
+        let piece = |kind, index, text: &str| Delta {
+            kind,
+            index,
+            attempt: 2,
+            text: text.to_owned(),
+        };
+        // Empty pieces and tool inputs are not reported.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                piece(DeltaKind::Thinking, 0, "Hmm, "),
+                piece(DeltaKind::Thinking, 0, "a plan."),
+                piece(DeltaKind::Text, 1, "Hello"),
+                piece(DeltaKind::Text, 1, ", world."),
+            ]
+        );
+        // The pieces add up to the blocks of the turn.
+        assert_eq!(
+            serde_json::to_value(&reply.content[..2]).unwrap(),
+            json!([
+                {"type":"thinking","thinking":"Hmm, a plan.","signature":"sig"},
+                {"type":"text","text":"Hello, world."}
+            ])
+        );
     }
 
     #[test]

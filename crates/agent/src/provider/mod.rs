@@ -26,6 +26,61 @@ pub struct ModelRequest<'a> {
     pub system: &'a str,
     pub turns: &'a [Turn],
     pub tools: &'a ToolSet,
+    /// Gets the pieces of text and thinking as a streamed answer brings
+    /// them (nothing comes from answers that are not streamed).
+    pub deltas: Option<DeltaSink<'a>>,
+}
+
+/// Where the pieces of a streamed turn go, as they come.
+pub type DeltaSink<'a> = &'a (dyn Fn(Delta) + Send + Sync);
+
+/// What a [`Delta`] is a piece of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaKind {
+    Text,
+    Thinking,
+}
+
+impl DeltaKind {
+    /// `text` or `thinking`, as the events of a stored turn name them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeltaKind::Text => "text",
+            DeltaKind::Thinking => "thinking",
+        }
+    }
+}
+
+/// A piece of the model's turn while it streams: only a preview, the turn
+/// the call returns is the truth (a retried call starts its pieces again,
+/// with the next `attempt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub kind: DeltaKind,
+    /// The index of its content block in the turn.
+    pub index: u32,
+    /// The attempt of the model call it came from, from 1.
+    pub attempt: u32,
+    /// The new text, never empty.
+    pub text: String,
+}
+
+/// Reports a non-empty piece to `sink`, if there is one.
+pub(crate) fn report(
+    sink: Option<DeltaSink<'_>>,
+    kind: DeltaKind,
+    index: usize,
+    attempt: u32,
+    text: &str,
+) {
+    if let Some(sink) = sink.filter(|_| !text.is_empty()) {
+        sink(Delta {
+            kind,
+            index: index as u32,
+            attempt,
+            text: text.to_owned(),
+        });
+    }
 }
 
 /// The model's turn.

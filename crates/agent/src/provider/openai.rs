@@ -11,8 +11,11 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::retry::{server_delay, should_retry};
-use super::sse::SseStream;
-use super::{AttemptError, Model, ModelError, ModelReply, ModelRequest, RetryPolicy, MAX_BLOCKS};
+use super::sse::{SseEvent, SseStream};
+use super::{
+    report, AttemptError, DeltaKind, DeltaSink, Model, ModelError, ModelReply, ModelRequest,
+    RetryPolicy, MAX_BLOCKS,
+};
 use crate::tools::{ToolSet, EDITOR};
 use crate::wire::{
     Block, ImageSource, KnownBlock, Role, StopReason, ToolResultContent, Turn, Usage,
@@ -301,17 +304,47 @@ struct PartialCall {
     arguments: String,
 }
 
-async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptError> {
+/// Reads a streamed completion; its text's pieces go to `deltas` as they
+/// come, labelled with `attempt`.
+async fn read_stream(
+    response: reqwest::Response,
+    deltas: Option<DeltaSink<'_>>,
+    attempt: u32,
+) -> Result<ModelReply, AttemptError> {
     let mut events = SseStream::new(response, "[DONE]");
-    let mut text = String::new();
-    let mut calls: Vec<PartialCall> = Vec::new();
-    let mut finish: Option<String> = None;
-    let mut usage = Usage::default();
-    let mut model = String::new();
-    loop {
-        let event = events.next().await?;
+    let mut completion = Streamed::new(deltas, attempt);
+    while !completion.event(events.next().await?)? {}
+    completion.finish()
+}
+
+/// A streamed completion as far as its chunks have come.
+#[derive(Default)]
+struct Streamed<'s> {
+    text: String,
+    calls: Vec<PartialCall>,
+    finish: Option<String>,
+    usage: Usage,
+    model: String,
+    /// Where the pieces of text go as they come (as block 0: the text is
+    /// the turn's first block).
+    deltas: Option<DeltaSink<'s>>,
+    /// The attempt this stream answers, from 1 (0 when not said).
+    attempt: u32,
+}
+
+impl<'s> Streamed<'s> {
+    fn new(deltas: Option<DeltaSink<'s>>, attempt: u32) -> Self {
+        Streamed {
+            deltas,
+            attempt,
+            ..Streamed::default()
+        }
+    }
+
+    /// Takes one event; true at `[DONE]`.
+    fn event(&mut self, event: SseEvent) -> Result<bool, AttemptError> {
         if event.data.trim() == "[DONE]" {
-            break;
+            return Ok(true);
         }
         let chunk: Value = serde_json::from_str(&event.data).map_err(|e| {
             AttemptError::transient(
@@ -325,20 +358,21 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
             return Err(AttemptError::transient(kind, message));
         }
         if let Some(m) = chunk["model"].as_str() {
-            model = m.to_owned();
+            self.model = m.to_owned();
         }
         if chunk["usage"].is_object() {
-            usage = usage_of(&chunk["usage"]);
+            self.usage = usage_of(&chunk["usage"]);
         }
         let Some(choice) = chunk["choices"].get(0) else {
-            continue;
+            return Ok(false);
         };
         let delta = &choice["delta"];
         if let Some(t) = delta["content"].as_str() {
-            text.push_str(t);
+            self.text.push_str(t);
+            report(self.deltas, DeltaKind::Text, 0, self.attempt, t);
         }
         for tc in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = tc["index"].as_u64().unwrap_or(calls.len() as u64);
+            let index = tc["index"].as_u64().unwrap_or(self.calls.len() as u64);
             if index >= MAX_BLOCKS as u64 {
                 return Err(AttemptError::transient(
                     "malformed_response",
@@ -346,10 +380,10 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
                 ));
             }
             let index = index as usize;
-            if calls.len() <= index {
-                calls.resize_with(index + 1, PartialCall::default);
+            if self.calls.len() <= index {
+                self.calls.resize_with(index + 1, PartialCall::default);
             }
-            let call = &mut calls[index];
+            let call = &mut self.calls[index];
             if let Some(id) = tc["id"].as_str() {
                 call.id = Some(id.to_owned());
             }
@@ -363,29 +397,34 @@ async fn read_stream(response: reqwest::Response) -> Result<ModelReply, AttemptE
             }
         }
         if let Some(r) = choice["finish_reason"].as_str() {
-            finish = Some(r.to_owned());
+            self.finish = Some(r.to_owned());
         }
+        Ok(false)
     }
-    let mut content = Vec::new();
-    if !text.is_empty() {
-        content.push(Block::text(text));
+
+    /// The completion: its text, then its tool calls.
+    fn finish(self) -> Result<ModelReply, AttemptError> {
+        let mut content = Vec::new();
+        if !self.text.is_empty() {
+            content.push(Block::text(self.text));
+        }
+        let count = self.calls.len();
+        for (n, call) in self.calls.into_iter().enumerate() {
+            let input = call_arguments(
+                &Value::String(call.arguments),
+                n + 1 == count,
+                self.finish.as_deref(),
+            )?;
+            content.push(call_block(call.id.as_deref(), &call.name, input));
+        }
+        Ok(ModelReply {
+            stop_reason: stop_of(self.finish.as_deref(), &content),
+            content,
+            usage: self.usage,
+            model: self.model,
+            attempts: 1,
+        })
     }
-    let count = calls.len();
-    for (n, call) in calls.into_iter().enumerate() {
-        let input = call_arguments(
-            &Value::String(call.arguments),
-            n + 1 == count,
-            finish.as_deref(),
-        )?;
-        content.push(call_block(call.id.as_deref(), &call.name, input));
-    }
-    Ok(ModelReply {
-        stop_reason: stop_of(finish.as_deref(), &content),
-        content,
-        usage,
-        model,
-        attempts: 1,
-    })
 }
 
 impl OpenAi {
@@ -409,7 +448,13 @@ impl OpenAi {
         body
     }
 
-    async fn attempt(&self, body: &Value) -> Result<ModelReply, AttemptError> {
+    /// Attempt number `attempt` (from 1); a streamed answer's pieces go to `deltas`.
+    async fn attempt(
+        &self,
+        body: &Value,
+        attempt: u32,
+        deltas: Option<DeltaSink<'_>>,
+    ) -> Result<ModelReply, AttemptError> {
         let mut request = self
             .http
             .post(endpoint(&self.config.base_url))
@@ -446,7 +491,7 @@ impl OpenAi {
             });
         }
         if self.config.stream {
-            read_stream(response).await
+            read_stream(response, deltas, attempt).await
         } else {
             let v = super::json_body(response).await?;
             parse_completion(&v)
@@ -469,7 +514,11 @@ impl Model for OpenAi {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(async move {
             let body = self.body(&req);
-            self.config.retry.turn(|| self.attempt(&body)).await
+            let deltas = req.deltas;
+            self.config
+                .retry
+                .turn(|n| self.attempt(&body, n, deltas))
+                .await
         })
     }
 }
@@ -544,6 +593,49 @@ mod tests {
             .0
             .starts_with("call_raworc_"));
         assert_eq!(reply.content[1].as_tool_use().unwrap().2["command"], "pwd");
+        assert_eq!(reply.usage.output_tokens, 7);
+    }
+
+    #[test]
+    fn streamed_text_is_reported_piece_by_piece() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |d: crate::provider::Delta| {
+            seen.lock()
+                .unwrap()
+                .push((d.kind, d.index, d.attempt, d.text))
+        };
+        let mut completion = Streamed::new(Some(&sink), 1);
+        let chunks = [
+            json!({"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}),
+            json!({"model":"m","choices":[{"index":0,"delta":{"content":"Two "}}]}),
+            json!({"model":"m","choices":[{"index":0,"delta":{"content":"things."}}]}),
+            json!({"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"bash","arguments":"{\"command\":\"ls\"}"}}]}}]}),
+            json!({"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}),
+            json!({"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}),
+        ];
+        for chunk in chunks {
+            let event = SseEvent {
+                event: None,
+                data: chunk.to_string(),
+            };
+            assert!(!completion.event(event).unwrap());
+        }
+        let done = SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        };
+        assert!(completion.event(done).unwrap());
+        let reply = completion.finish().unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (DeltaKind::Text, 0, 1, "Two ".to_owned()),
+                (DeltaKind::Text, 0, 1, "things.".to_owned()),
+            ]
+        );
+        assert_eq!(reply.content[0], Block::text("Two things."));
+        assert_eq!(reply.content[1].as_tool_use().unwrap().2["command"], "ls");
+        assert_eq!(reply.stop_reason, StopReason::ToolUse);
         assert_eq!(reply.usage.output_tokens, 7);
     }
 

@@ -61,7 +61,7 @@ impl RetryPolicy {
     /// the attempts it took.
     pub(crate) async fn turn<F, Fut>(&self, attempt: F) -> Result<ModelReply, ModelError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<ModelReply, AttemptError>>,
     {
         let (mut reply, attempts) = self.run(attempt).await?;
@@ -69,16 +69,17 @@ impl RetryPolicy {
         Ok(reply)
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or retries run out.
+    /// Runs `attempt` (given its number, from 1) until it succeeds, fails
+    /// for good, or retries run out.
     pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<(T, u32), ModelError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
         let mut tries = 0;
         loop {
             tries += 1;
-            match attempt().await {
+            match attempt(tries).await {
                 Ok(v) => return Ok((v, tries)),
                 Err(e) if !e.retry => {
                     return Err(ModelError::Refused {
@@ -140,8 +141,9 @@ mod tests {
         let policy = RetryPolicy::default();
         let mut calls = 0;
         let out: Result<((), u32), _> = policy
-            .run(|| {
+            .run(|n| {
                 calls += 1;
+                assert_eq!(n, calls);
                 async { Err(AttemptError::transient("overloaded_error", "busy")) }
             })
             .await;
@@ -152,8 +154,9 @@ mod tests {
         ));
         let mut calls = 0;
         let out: Result<((), u32), _> = policy
-            .run(|| {
+            .run(|n| {
                 calls += 1;
+                assert_eq!(n, calls);
                 async {
                     Err(AttemptError {
                         retry: false,

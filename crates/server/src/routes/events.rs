@@ -7,6 +7,16 @@
 //! on each announcement of its session: every event reaches the client
 //! once, in `seq` order, whether it was written before or after the client
 //! connected.
+//!
+//! With `deltas=true` a stream also carries the model's text and thinking
+//! as they stream ([`LiveDelta`], from the agent's hooks over an in-memory
+//! broadcast): never stored, not numbered, dropped for a client that falls
+//! behind. Each piece names the session's latest event when its model call
+//! began (`after`), and goes out right after that event and before any
+//! later one — however far behind the stream is. A model call's pieces are
+//! all published before its turn is stored, so the pieces waiting when a
+//! read finds new events are taken first: a turn's pieces reach the client
+//! before its stored events, and after the events stored before its call.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,8 +30,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use futures::{SinkExt, Stream, StreamExt};
-use raworc_api::{timestamp_from_millis, Cancelled, ErrorBody, Event, EventQuery};
+use raworc_api::{
+    timestamp_from_millis, Cancelled, ErrorBody, Event, EventDelta, EventQuery, EventStreamQuery,
+};
 use raworc_store::{EventRow, Store};
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -35,6 +48,36 @@ use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
+/// Pieces of model turns (of every session) a stream may fall behind by
+/// before it misses some.
+const DELTA_BACKLOG: usize = 1024;
+
+/// A piece of a session's model turn as it streams, and when it came.
+#[derive(Debug, Clone)]
+pub struct LiveDelta {
+    pub delta: EventDelta,
+    /// The session's latest event when the model call began: the piece
+    /// goes out after it and before any later one.
+    pub after: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// Where the agent's hooks publish [`LiveDelta`]s for the streams.
+pub type DeltaHub = broadcast::Sender<Arc<LiveDelta>>;
+
+pub fn delta_hub() -> DeltaHub {
+    broadcast::channel(DELTA_BACKLOG).0
+}
+
+/// Sends `delta`, which belongs after event `after` of its session, to the
+/// streams listening now (none is fine: pieces are only a preview).
+pub fn publish_delta(hub: &DeltaHub, after: i64, delta: EventDelta) {
+    let _ = hub.send(Arc::new(LiveDelta {
+        delta,
+        after,
+        at: Utc::now(),
+    }));
+}
 
 pub(crate) fn event_json(e: EventRow) -> Event {
     let at = timestamp_from_millis(e.created_at);
@@ -73,27 +116,118 @@ pub async fn list(
     Ok(Json(rows.into_iter().map(event_json).collect()))
 }
 
+/// What a stream sends: a stored event, or a live piece of a model turn.
+enum Item {
+    Stored(EventRow),
+    Delta(Arc<LiveDelta>),
+}
+
 /// Where a stream stands: what it has read and is about to send.
 struct Cursor {
     store: Store,
     id: Arc<str>,
+    /// The last event read.
     after: i64,
+    /// The last event sent.
+    sent: i64,
     news: broadcast::Receiver<Arc<str>>,
     ready: VecDeque<EventRow>,
+    /// The table may hold events past `after`: read it before waiting.
+    stale: bool,
+    /// The last read found nothing new: the events a waiting piece comes
+    /// after are not in the table, and it goes out as it is.
+    dry: bool,
+    /// Live pieces, for a stream that asked for them.
+    deltas: Option<broadcast::Receiver<Arc<LiveDelta>>>,
+    /// Pieces taken, in the order they were published.
+    live: VecDeque<Arc<LiveDelta>>,
     /// The session was deleted: nothing more will come, and its viewers
     /// may no longer see it.
     ended: bool,
 }
 
+impl Cursor {
+    /// Takes the session's pieces already published: any event read since
+    /// was stored after them.
+    fn take_waiting_deltas(&mut self) {
+        let Some(rx) = &mut self.deltas else {
+            return;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(d) if *d.delta.session_id == *self.id => self.live.push_back(d),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether the first waiting piece goes out now: every event up to its
+    /// `after` is sent, or the next event to send comes later, or there is
+    /// nothing more to read.
+    fn delta_due(&self) -> bool {
+        let Some(d) = self.live.front() else {
+            return false;
+        };
+        d.after <= self.sent
+            || match self.ready.front() {
+                Some(e) => e.seq > d.after,
+                None => self.dry,
+            }
+    }
+}
+
+/// Waits for an announcement of session `id`; a lagging receiver is told
+/// to read too. False when announcements have ended.
+async fn news_of(news: &mut broadcast::Receiver<Arc<str>>, id: &str) -> bool {
+    loop {
+        match news.recv().await {
+            Ok(s) if *s == *id => return true,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+}
+
+/// The next piece of session `id`'s model turns; never, without a receiver.
+async fn delta_of(
+    deltas: &mut Option<broadcast::Receiver<Arc<LiveDelta>>>,
+    id: &str,
+) -> Arc<LiveDelta> {
+    let Some(rx) = deltas else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(d) if *d.delta.session_id == *id => return d,
+            // Pieces missed by a stream that fell behind are skipped.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
 /// The session's events after `after`, then each new one as it is written,
-/// until the session's deletion.
-fn events_after(store: Store, id: &str, after: i64) -> impl Stream<Item = EventRow> {
+/// until the session's deletion; with `deltas`, the live pieces of its
+/// model turns among them.
+fn events_after(
+    store: Store,
+    id: &str,
+    after: i64,
+    deltas: Option<broadcast::Receiver<Arc<LiveDelta>>>,
+) -> impl Stream<Item = Item> {
     let cursor = Cursor {
         news: store.subscribe_events(),
         store,
         id: Arc::from(id),
         after,
+        sent: after,
         ready: VecDeque::new(),
+        stale: true,
+        dry: false,
+        deltas,
+        live: VecDeque::new(),
         ended: false,
     };
     futures::stream::unfold(cursor, |mut c| async move {
@@ -101,29 +235,54 @@ fn events_after(store: Store, id: &str, after: i64) -> impl Stream<Item = EventR
             if c.ended {
                 return None;
             }
+            if c.delta_due() {
+                if let Some(d) = c.live.pop_front() {
+                    return Some((Item::Delta(d), c));
+                }
+            }
             if let Some(e) = c.ready.pop_front() {
+                c.sent = e.seq;
                 c.ended = e.kind == raworc_store::event_kind::STATE && e.content == "deleted";
-                return Some((e, c));
+                return Some((Item::Stored(e), c));
             }
-            match c.store.list_events(&c.id, c.after, 500).await {
-                Ok(rows) if !rows.is_empty() => {
-                    c.after = rows.last().map_or(c.after, |r| r.seq);
-                    c.ready.extend(rows);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(session = %c.id, error = %e, "event stream: reading events failed");
-                    return None;
+            // Read on news, and for a piece that comes after events not
+            // read yet.
+            if c.stale || !c.live.is_empty() {
+                match c.store.list_events(&c.id, c.after, 500).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        c.after = rows.last().map_or(c.after, |r| r.seq);
+                        c.ready.extend(rows);
+                        c.dry = false;
+                        c.take_waiting_deltas();
+                        continue;
+                    }
+                    Ok(_) => {
+                        c.stale = false;
+                        c.dry = true;
+                        if !c.live.is_empty() {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %c.id, error = %e, "event stream: reading events failed");
+                        return None;
+                    }
                 }
             }
-            // Wait for news of this session; a lagging receiver reads again.
-            loop {
-                match c.news.recv().await {
-                    Ok(s) if s == c.id => break,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            // Wait for news of this session, or a piece of its model turn.
+            let Cursor {
+                news, deltas, id, ..
+            } = &mut c;
+            tokio::select! {
+                more = news_of(news, id) => {
+                    if !more {
+                        return None;
+                    }
+                    c.stale = true;
+                }
+                d = delta_of(deltas, id) => {
+                    c.live.push_back(d);
+                    c.dry = false;
                 }
             }
         }
@@ -151,29 +310,70 @@ fn sse(events: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static
         .into_response()
 }
 
+/// The live pieces for a stream whose query asked for them.
+fn deltas_for(
+    state: &AppState,
+    q: &EventStreamQuery,
+) -> Option<broadcast::Receiver<Arc<LiveDelta>>> {
+    q.deltas.unwrap_or(false).then(|| state.deltas.subscribe())
+}
+
 /// The events as server-sent events (`id` = seq, `event` = type, `data` =
 /// the event as JSON); reconnecting with `Last-Event-ID` or `?after=`
-/// misses nothing.
+/// misses nothing. With `deltas=true`, also `delta` events (`data` = an
+/// [`EventDelta`], no `id`): the model's text and thinking as it streams.
 #[utoipa::path(get, path = "/sessions/{id}/events/stream", tag = "events", security(("bearer" = [])),
-    params(("id" = String, Path), EventQuery),
-    responses((status = 200, content_type = "text/event-stream", description = "the events, live"),
-        (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path), EventStreamQuery),
+    responses((status = 200, content_type = "text/event-stream",
+            description = "the events, live: `id` = seq, `event` = type, `data` = an Event. With \
+                `deltas=true` also `event: delta` lines without `id` whose `data` is an EventDelta \
+                (`{session_id, kind, index, attempt, text}`): the model's text and thinking as it \
+                streams, not stored, best effort; a turn's pieces come before its stored events, \
+                which replace them"),
+        (status = 404, body = ErrorBody)),
+    )]
 pub async fn stream(
     State(state): State<AppState>,
     HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<EventQuery>,
+    ApiQuery(q): ApiQuery<EventStreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     visible_session(&state, &principal, &id).await?;
     let after = start_of(&headers, q.after)?;
-    let events = events_after(state.store.clone(), &id, after).map(|e| {
-        let id = e.seq.to_string();
-        let kind = e.kind.clone();
-        let data = serde_json::to_string(&event_json(e)).unwrap_or_default();
-        Ok::<_, Infallible>(SseEvent::default().id(id).event(kind).data(data))
+    let deltas = deltas_for(&state, &q);
+    let events = events_after(state.store.clone(), &id, after, deltas).map(|item| {
+        let event = match item {
+            Item::Stored(e) => {
+                let id = e.seq.to_string();
+                let kind = e.kind.clone();
+                let data = serde_json::to_string(&event_json(e)).unwrap_or_default();
+                SseEvent::default().id(id).event(kind).data(data)
+            }
+            Item::Delta(d) => {
+                let data = serde_json::to_string(&d.delta).unwrap_or_default();
+                SseEvent::default().event("delta").data(data)
+            }
+        };
+        Ok::<_, Infallible>(event)
     });
     Ok(sse(events.take_until(state.stream_end(&principal))))
+}
+
+/// A live piece in seed 004's WebSocket shape (no `seq`: not stored).
+fn delta_update(d: &LiveDelta) -> String {
+    json!({
+        "type": "agent_update",
+        "update_type": "delta",
+        "content": d.delta.text,
+        "timestamp": d.at,
+        "metadata": {
+            "kind": d.delta.kind,
+            "index": d.delta.index,
+            "attempt": d.delta.attempt,
+        },
+    })
+    .to_string()
 }
 
 /// An event in seed 004's WebSocket shape.
@@ -196,27 +396,38 @@ fn agent_update(e: EventRow) -> String {
 
 /// The events over a WebSocket (seed 004): a `connected` greeting, then
 /// `agent_update`s; `{"type":"ping"}` is answered with `pong`. `?after=`
-/// resumes after an event seen before.
+/// resumes after an event seen before. `?deltas=true` adds the model's
+/// text and thinking as it streams: `agent_update`s of `update_type`
+/// `delta` without `seq` (metadata `kind`, `index`, `attempt`).
 pub async fn websocket(
     State(state): State<AppState>,
     HeaderOrQueryPrincipal(principal): HeaderOrQueryPrincipal,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<EventQuery>,
+    ApiQuery(q): ApiQuery<EventStreamQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     visible_session(&state, &principal, &id).await?;
     let after = q.after.unwrap_or(0).max(0);
     let store = state.store.clone();
     let end = state.stream_end(&principal);
+    // Subscribed now, with the announcements' subscription soon after: no
+    // piece published once the socket is open is missed.
+    let deltas = deltas_for(&state, &q);
     Ok(ws.on_upgrade(move |socket| async move {
         tokio::select! {
-            _ = relay_events(socket, store, id, after) => {},
+            _ = relay_events(socket, store, id, after, deltas) => {},
             _ = end => {},
         }
     }))
 }
 
-async fn relay_events(socket: WebSocket, store: Store, id: String, after: i64) {
+async fn relay_events(
+    socket: WebSocket,
+    store: Store,
+    id: String,
+    after: i64,
+    deltas: Option<broadcast::Receiver<Arc<LiveDelta>>>,
+) {
     let (mut tx, mut rx) = socket.split();
     let hello = json!({
         "type": "connected",
@@ -230,12 +441,16 @@ async fn relay_events(socket: WebSocket, store: Store, id: String, after: i64) {
     {
         return;
     }
-    let mut events = Box::pin(events_after(store, &id, after));
+    let mut events = Box::pin(events_after(store, &id, after, deltas));
     loop {
         tokio::select! {
             e = events.next() => match e {
-                Some(e) => {
-                    if tx.send(WsMessage::Text(agent_update(e).into())).await.is_err() {
+                Some(item) => {
+                    let text = match item {
+                        Item::Stored(e) => agent_update(e),
+                        Item::Delta(d) => delta_update(&d),
+                    };
+                    if tx.send(WsMessage::Text(text.into())).await.is_err() {
                         return;
                     }
                 }
