@@ -90,7 +90,8 @@ pub async fn session(ctx: &Context, args: SessionArgs) -> Result<()> {
     remote.at(&session.id);
     let mut shell = Shell {
         remote,
-        events: Events::after(after),
+        // The model's text as it streams feeds the spinner's line (terminals only).
+        events: Events::after(after).with_deltas(ui.tty),
         ui,
         sigint,
         id: session.id.clone(),

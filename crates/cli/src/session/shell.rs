@@ -119,6 +119,7 @@ impl Shell {
         let mut cancelling = false;
         // The latest `text`, held back in case it is the reply itself.
         let mut pending: Option<String> = None;
+        let mut live_shown = false;
         self.set_working_status();
         loop {
             tokio::select! {
@@ -143,7 +144,32 @@ impl Shell {
                         return Ok(Flow::Go);
                     }
                 }
-                _ = tick.tick(), if self.ui.tty => self.ui.spin(started),
+                _ = tick.tick(), if self.ui.tty => {
+                    if !cancelling {
+                        live_shown = self.show_live(live_shown);
+                    }
+                    self.ui.spin(started);
+                }
+            }
+        }
+    }
+
+    /// Puts the end of the model's text as it streams on the spinner's
+    /// line; back to the usual status once its turn is stored. Returns
+    /// whether live text is shown.
+    fn show_live(&mut self, shown: bool) -> bool {
+        match self.events.live() {
+            Some(live) => {
+                let what = if live.thinking { "thinking" } else { "writing" };
+                let status = format!("{what}: {}", live_tail(&live.text));
+                self.ui.quiet_status(&status);
+                true
+            }
+            None => {
+                if shown {
+                    self.set_working_status();
+                }
+                false
             }
         }
     }
@@ -379,5 +405,32 @@ fn print_out(text: &str) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to stdout"),
+    }
+}
+
+/// The last words of `text` on one line: the spinner shows what the model
+/// writes now (the line is cut to the terminal's width from the start).
+fn live_tail(text: &str) -> String {
+    const KEEP: usize = 60;
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let count = flat.chars().count();
+    if count <= KEEP {
+        return flat;
+    }
+    let tail: String = flat.chars().skip(count - KEEP).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_tail;
+
+    #[test]
+    fn the_live_tail_is_the_last_words_on_one_line() {
+        assert_eq!(live_tail("Let me\n  look."), "Let me look.");
+        let long = "word ".repeat(30);
+        let tail = live_tail(&long);
+        assert!(tail.starts_with('…') && tail.ends_with("word"), "{tail}");
+        assert_eq!(tail.chars().count(), 61);
     }
 }

@@ -1,12 +1,13 @@
 //! The session's server-sent event stream: a parser of `text/event-stream`
 //! and [`Events`], which keeps one stream open and reopens it after the
-//! last event seen, so each event is shown once.
+//! last event seen, so each event is shown once; asked for, it also keeps
+//! the model's text as it streams ([`Events::live`]) for the spinner.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use raworc_api::Event;
+use raworc_api::{Event, EventDelta};
 use reqwest::StatusCode;
 
 use super::remote::Remote;
@@ -101,6 +102,18 @@ pub(super) struct Events {
     /// Reconnections since data last arrived, and since when.
     retries: u32,
     broken_since: Option<Instant>,
+    /// Whether the stream carries the model's text as it streams.
+    deltas: bool,
+    live: Option<Live>,
+}
+
+/// The model's block being written, as the last pieces showed it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Live {
+    pub thinking: bool,
+    pub text: String,
+    index: u32,
+    attempt: u32,
 }
 
 impl Events {
@@ -113,12 +126,66 @@ impl Events {
             last_data: tokio::time::Instant::now(),
             retries: 0,
             broken_since: None,
+            deltas: false,
+            live: None,
+        }
+    }
+
+    /// Also follows the model's text as it streams (see [`Events::live`]).
+    pub(super) fn with_deltas(mut self, on: bool) -> Events {
+        self.deltas = on;
+        self
+    }
+
+    /// The block the model is writing now, until its turn is stored.
+    pub(super) fn live(&self) -> Option<&Live> {
+        self.live.as_ref()
+    }
+
+    /// Takes one message of the stream: a stored event is queued (and ends
+    /// the live text: its turn is whole); a piece extends the live text.
+    fn absorb(&mut self, m: &SseMessage) {
+        if m.event == "delta" {
+            match serde_json::from_str::<EventDelta>(&m.data) {
+                Ok(d) => self.extend_live(d),
+                Err(e) => tracing::debug!(error = %e, "event stream: a piece that does not parse"),
+            }
+            return;
+        }
+        if let Some(e) = decode_event(m) {
+            if e.kind != "state" && e.seq > self.last_seq {
+                self.live = None;
+            }
+            self.ready.push_back(e);
+        }
+    }
+
+    fn extend_live(&mut self, d: EventDelta) {
+        let same = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.index == d.index && l.attempt == d.attempt);
+        if !same {
+            // Another block, or the call tried again: its text starts over.
+            self.live = Some(Live {
+                thinking: d.kind == "thinking",
+                text: String::new(),
+                index: d.index,
+                attempt: d.attempt,
+            });
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.text.push_str(&d.text);
         }
     }
 
     /// Opens the stream after `last_seq`.
     pub(super) async fn connect(&mut self, remote: &Remote) -> Result<()> {
-        let url = http::url(&remote.base, &format!("{}/events/stream", remote.path));
+        let query = if self.deltas { "?deltas=true" } else { "" };
+        let url = http::url(
+            &remote.base,
+            &format!("{}/events/stream{query}", remote.path),
+        );
         let request = remote
             .http
             .get(url)
@@ -167,9 +234,7 @@ impl Events {
                     self.retries = 0;
                     self.broken_since = None;
                     for m in self.parser.push(&chunk) {
-                        if let Some(e) = decode_event(&m) {
-                            self.ready.push_back(e);
-                        }
+                        self.absorb(&m);
                     }
                 }
                 Ok(Ok(None)) => self.broke("the server closed it"),
@@ -340,6 +405,45 @@ mod tests {
             sent.push(id);
         }
         assert_eq!(sent, ["2", "4", "5"]);
+    }
+
+    #[test]
+    fn live_text_follows_the_pieces_until_its_turn_is_stored() {
+        let piece = |kind: &str, index: u32, attempt: u32, text: &str| {
+            SseMessage {
+            event: "delta".into(),
+            data: json!({"session_id": "s1", "kind": kind, "index": index, "attempt": attempt, "text": text})
+                .to_string(),
+        }
+        };
+        let stored = |seq: i64, kind: &str| {
+            let frame = sse(seq, kind);
+            SseParser::default().push(frame.as_bytes()).remove(0)
+        };
+        let mut events = Events::after(2).with_deltas(true);
+        events.absorb(&piece("thinking", 0, 1, "Let me "));
+        events.absorb(&piece("thinking", 0, 1, "look."));
+        let live = events.live().unwrap();
+        assert!(live.thinking);
+        assert_eq!(live.text, "Let me look.");
+        // The next block starts its own text; a retried call starts over.
+        events.absorb(&piece("text", 1, 1, "Hel"));
+        assert_eq!(events.live().unwrap().text, "Hel");
+        assert!(!events.live().unwrap().thinking);
+        events.absorb(&piece("text", 1, 2, "Hello"));
+        assert_eq!(events.live().unwrap().text, "Hello");
+        // A state change does not end it; the stored turn does.
+        events.absorb(&stored(3, "state"));
+        assert!(events.live().is_some());
+        events.absorb(&stored(4, "text"));
+        assert!(events.live().is_none());
+        assert_eq!(events.ready.len(), 2);
+        // A piece that does not parse is skipped.
+        events.absorb(&SseMessage {
+            event: "delta".into(),
+            data: "{".into(),
+        });
+        assert!(events.live().is_none());
     }
 
     #[tokio::test]
