@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::retry::{server_delay, should_retry};
 use super::sse::{SseEvent, SseStream};
 use super::{
-    report, AttemptError, DeltaKind, DeltaSink, Model, ModelError, ModelReply, ModelRequest,
-    RetryPolicy, MAX_BLOCKS,
+    AttemptError, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Pieces, RetryPolicy,
+    MAX_BLOCKS,
 };
 use crate::wire::{Block, StopReason, Usage};
 
@@ -76,13 +76,12 @@ impl Anthropic {
         body
     }
 
-    /// Attempt number `attempt` (from 1); a streamed answer's pieces go to `deltas`.
+    /// One attempt; a streamed answer's pieces go to `pieces`.
     async fn attempt(
         &self,
         body: &Value,
         beta: &str,
-        attempt: u32,
-        deltas: Option<DeltaSink<'_>>,
+        pieces: Pieces<'_>,
     ) -> Result<ModelReply, AttemptError> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
@@ -103,7 +102,7 @@ impl Anthropic {
             return Err(status_error(status, &headers, &text));
         }
         if self.config.stream {
-            read_stream(response, Streamed::new(deltas, attempt)).await
+            read_stream(response, Streamed::new(pieces)).await
         } else {
             let message = super::json_body(response).await?;
             parse_message(&message)
@@ -235,16 +234,13 @@ struct Streamed<'s> {
     model: String,
     stop: Option<String>,
     /// Where the pieces of text and thinking go as they come.
-    deltas: Option<DeltaSink<'s>>,
-    /// The attempt this stream answers, from 1 (0 when not said).
-    attempt: u32,
+    pieces: Pieces<'s>,
 }
 
 impl<'s> Streamed<'s> {
-    fn new(deltas: Option<DeltaSink<'s>>, attempt: u32) -> Self {
+    fn new(pieces: Pieces<'s>) -> Self {
         Streamed {
-            deltas,
-            attempt,
+            pieces,
             ..Streamed::default()
         }
     }
@@ -289,21 +285,15 @@ impl<'s> Streamed<'s> {
                     .ok_or_else(|| malformed(format!("delta for unknown block {index}")))?;
                 let d = &data["delta"];
                 let piece = |f: &str| d[f].as_str().unwrap_or_default();
-                let (deltas, attempt) = (self.deltas, self.attempt);
                 match d["type"].as_str() {
                     Some("text_delta") => {
                         partial.text.push_str(piece("text"));
-                        report(deltas, DeltaKind::Text, index, attempt, piece("text"));
+                        self.pieces.report(DeltaKind::Text, index, piece("text"));
                     }
                     Some("thinking_delta") => {
                         partial.thinking.push_str(piece("thinking"));
-                        report(
-                            deltas,
-                            DeltaKind::Thinking,
-                            index,
-                            attempt,
-                            piece("thinking"),
-                        );
+                        self.pieces
+                            .report(DeltaKind::Thinking, index, piece("thinking"));
                     }
                     Some("signature_delta") => {
                         partial.signature = Some(piece("signature").to_owned())
@@ -411,7 +401,7 @@ impl Model for Anthropic {
             let deltas = req.deltas;
             self.config
                 .retry
-                .turn(|n| self.attempt(&body, beta, n, deltas))
+                .turn(|n| self.attempt(&body, beta, Pieces::new(deltas, n)))
                 .await
         })
     }
@@ -541,7 +531,7 @@ mod tests {
     fn text_and_thinking_are_reported_piece_by_piece() {
         let seen = std::sync::Mutex::new(Vec::new());
         let sink = |d: Delta| seen.lock().unwrap().push(d);
-        let mut message = Streamed::new(Some(&sink), 2);
+        let mut message = Streamed::new(Pieces::new(Some(&sink), 2));
         let events = [
             json!({"type":"message_start","message":{"model":"m","usage":{"input_tokens":5}}}),
             json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),

@@ -65,21 +65,29 @@ pub struct Delta {
     pub text: String,
 }
 
-/// Reports a non-empty piece to `sink`, if there is one.
-pub(crate) fn report(
-    sink: Option<DeltaSink<'_>>,
-    kind: DeltaKind,
-    index: usize,
+/// Where one attempt's pieces go: the request's sink, if it has one, and
+/// the attempt number the pieces carry.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Pieces<'a> {
+    sink: Option<DeltaSink<'a>>,
     attempt: u32,
-    text: &str,
-) {
-    if let Some(sink) = sink.filter(|_| !text.is_empty()) {
-        sink(Delta {
-            kind,
-            index: index as u32,
-            attempt,
-            text: text.to_owned(),
-        });
+}
+
+impl<'a> Pieces<'a> {
+    pub(crate) fn new(sink: Option<DeltaSink<'a>>, attempt: u32) -> Self {
+        Pieces { sink, attempt }
+    }
+
+    /// Reports a non-empty piece of block `index`.
+    pub(crate) fn report(&self, kind: DeltaKind, index: usize, text: &str) {
+        if let Some(sink) = self.sink.filter(|_| !text.is_empty()) {
+            sink(Delta {
+                kind,
+                index: index as u32,
+                attempt: self.attempt,
+                text: text.to_owned(),
+            });
+        }
     }
 }
 

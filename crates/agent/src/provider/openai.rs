@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::retry::{server_delay, should_retry};
 use super::sse::{SseEvent, SseStream};
 use super::{
-    report, AttemptError, DeltaKind, DeltaSink, Model, ModelError, ModelReply, ModelRequest,
-    RetryPolicy, MAX_BLOCKS,
+    AttemptError, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Pieces, RetryPolicy,
+    MAX_BLOCKS,
 };
 use crate::tools::{ToolSet, EDITOR};
 use crate::wire::{
@@ -304,15 +304,14 @@ struct PartialCall {
     arguments: String,
 }
 
-/// Reads a streamed completion; its text's pieces go to `deltas` as they
-/// come, labelled with `attempt`.
+/// Reads a streamed completion; its text's pieces go to `pieces` as they
+/// come.
 async fn read_stream(
     response: reqwest::Response,
-    deltas: Option<DeltaSink<'_>>,
-    attempt: u32,
+    pieces: Pieces<'_>,
 ) -> Result<ModelReply, AttemptError> {
     let mut events = SseStream::new(response, "[DONE]");
-    let mut completion = Streamed::new(deltas, attempt);
+    let mut completion = Streamed::new(pieces);
     while !completion.event(events.next().await?)? {}
     completion.finish()
 }
@@ -327,16 +326,13 @@ struct Streamed<'s> {
     model: String,
     /// Where the pieces of text go as they come (as block 0: the text is
     /// the turn's first block).
-    deltas: Option<DeltaSink<'s>>,
-    /// The attempt this stream answers, from 1 (0 when not said).
-    attempt: u32,
+    pieces: Pieces<'s>,
 }
 
 impl<'s> Streamed<'s> {
-    fn new(deltas: Option<DeltaSink<'s>>, attempt: u32) -> Self {
+    fn new(pieces: Pieces<'s>) -> Self {
         Streamed {
-            deltas,
-            attempt,
+            pieces,
             ..Streamed::default()
         }
     }
@@ -369,7 +365,7 @@ impl<'s> Streamed<'s> {
         let delta = &choice["delta"];
         if let Some(t) = delta["content"].as_str() {
             self.text.push_str(t);
-            report(self.deltas, DeltaKind::Text, 0, self.attempt, t);
+            self.pieces.report(DeltaKind::Text, 0, t);
         }
         for tc in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = tc["index"].as_u64().unwrap_or(self.calls.len() as u64);
@@ -448,13 +444,8 @@ impl OpenAi {
         body
     }
 
-    /// Attempt number `attempt` (from 1); a streamed answer's pieces go to `deltas`.
-    async fn attempt(
-        &self,
-        body: &Value,
-        attempt: u32,
-        deltas: Option<DeltaSink<'_>>,
-    ) -> Result<ModelReply, AttemptError> {
+    /// One attempt; a streamed answer's pieces go to `pieces`.
+    async fn attempt(&self, body: &Value, pieces: Pieces<'_>) -> Result<ModelReply, AttemptError> {
         let mut request = self
             .http
             .post(endpoint(&self.config.base_url))
@@ -491,7 +482,7 @@ impl OpenAi {
             });
         }
         if self.config.stream {
-            read_stream(response, deltas, attempt).await
+            read_stream(response, pieces).await
         } else {
             let v = super::json_body(response).await?;
             parse_completion(&v)
@@ -517,7 +508,7 @@ impl Model for OpenAi {
             let deltas = req.deltas;
             self.config
                 .retry
-                .turn(|n| self.attempt(&body, n, deltas))
+                .turn(|n| self.attempt(&body, Pieces::new(deltas, n)))
                 .await
         })
     }
@@ -604,7 +595,7 @@ mod tests {
                 .unwrap()
                 .push((d.kind, d.index, d.attempt, d.text))
         };
-        let mut completion = Streamed::new(Some(&sink), 1);
+        let mut completion = Streamed::new(Pieces::new(Some(&sink), 1));
         let chunks = [
             json!({"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}),
             json!({"model":"m","choices":[{"index":0,"delta":{"content":"Two "}}]}),
