@@ -289,10 +289,7 @@ impl Store {
                             last_activity_at: now,
                             deleted_at: None,
                         };
-                        let first = new.prompt.map(|content| {
-                            session.message_seq = 1;
-                            MessageRow::new(&session.id, 1, NewMessage::user(content), now)
-                        });
+                        let first = first_message(&mut session, new.prompt, now);
                         insert(conn, dialect, &session).await?;
                         for (name, sealed) in &new.sealed_secrets {
                             insert_secret(conn, dialect, &session.id, name, sealed).await?;
@@ -602,10 +599,7 @@ impl Store {
                             last_activity_at: now,
                             deleted_at: None,
                         };
-                        let first = prompt.map(|content| {
-                            child.message_seq = 1;
-                            MessageRow::new(&child.id, 1, NewMessage::user(content), now)
-                        });
+                        let first = first_message(&mut child, prompt, now);
                         insert(conn, dialect, &child).await?;
                         db::query(&dialect.sql(
                             "INSERT INTO session_secrets (session_id, name, sealed) \
@@ -628,6 +622,18 @@ impl Store {
             )
             .await
     }
+}
+
+/// A new session's first message (seq 1) when it is created with a prompt.
+fn first_message(session: &mut SessionRow, prompt: Option<String>, now: i64) -> Option<MessageRow> {
+    let content = prompt?;
+    session.message_seq = 1;
+    Some(MessageRow::new(
+        &session.id,
+        1,
+        NewMessage::user(content),
+        now,
+    ))
 }
 
 /// Runs `UPDATE sessions SET {set} WHERE id = ? {and}` on session `id`
