@@ -6,23 +6,13 @@
 // Exits non-zero (with the reason) at the first thing that is not as a
 // person would expect; saves a screenshot of each step in SHOTS_DIR.
 
-import { start } from "./browser.mjs";
+import { check, logIn, start } from "./browser.mjs";
 
 const [base, adminPass, shots] = process.argv.slice(2);
 const run = await start(shots);
 const shot = (p, name) => run.shot(p, name);
 
-function check(ok, what) {
-  if (!ok) throw new Error(what);
-}
-
-async function login(p, name, pass) {
-  await p.goto(base + "/");
-  await p.getByLabel("Operator").fill(name);
-  await p.getByLabel("Password").fill(pass);
-  await p.getByLabel("Password").press("Enter");
-  await p.locator("#sessions").waitFor();
-}
+const login = (p, name, pass) => logIn(p, base, name, pass);
 
 const row = (p, user) => p.locator(`#operators tbody tr[data-user="${user}"]`);
 const status = (p, text) => p.locator("#operator-status").filter({ hasText: text }).waitFor();

@@ -71,3 +71,34 @@ export async function desktopDrawn(p, canvas = "#desktop canvas") {
     return colours.size > 12;
   }, canvas, { timeout: 30000 });
 }
+
+/** Fails the test with `what` unless `ok`. */
+export function check(ok, what) {
+  if (!ok) throw new Error(what);
+}
+
+/** Logs in at `base` from the form (with the keyboard) and waits for the sessions list. */
+export async function logIn(p, base, name, pass) {
+  await p.goto(base + "/");
+  await p.getByLabel("Operator").fill(name);
+  await p.getByLabel("Password").fill(pass);
+  await p.getByLabel("Password").press("Enter");
+  await p.locator("#sessions").waitFor();
+}
+
+/**
+ * Calls the API from the page, as its logged-in operator (for what the
+ * page does not show); the answer's JSON, or null.
+ */
+export function pageApi(p, method, path, body) {
+  return p.evaluate(async ([method, path, body]) => {
+    const headers = { authorization: `Bearer ${sessionStorage.getItem("raworc.token")}` };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const r = await fetch(`/api/v0/${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return r.json().catch(() => null);
+  }, [method, path, body]);
+}

@@ -6,7 +6,7 @@
 // It prints "@restart" and waits for a line on stdin once the server is back.
 
 import { createInterface } from "node:readline";
-import { desktopDrawn, start } from "./browser.mjs";
+import { check, desktopDrawn, logIn, start } from "./browser.mjs";
 
 const [base, adminPass, shots, id] = process.argv.slice(2);
 const run = await start(shots);
@@ -21,11 +21,7 @@ async function ask(what) {
 
 try {
   const p = await run.page();
-  await p.goto(base + "/");
-  await p.getByLabel("Operator").fill("admin");
-  await p.getByLabel("Password").fill(adminPass);
-  await p.getByRole("button", { name: "Log in" }).click();
-  await p.locator("#sessions").waitFor();
+  await logIn(p, base, "admin", adminPass);
   await p.goto(`${base}/#/sessions/${encodeURIComponent(id)}`);
   await p.locator('#desktop[data-connected="view"]').waitFor({ timeout: 30000 });
   await desktopDrawn(p, "#desktop canvas:not([data-old])");
@@ -43,7 +39,7 @@ try {
   // The page lost the server (its desktop said so) and found it again.
   await p.locator('#desktop[data-connected="view"]').waitFor({ timeout: 60000 });
   const states = await p.evaluate(() => window.desktopStates);
-  if (!states.includes("")) throw new Error(`the page never saw the desktop go: ${states}`);
+  check(states.includes(""), `the page never saw the desktop go: ${states}`);
   // A new connection draws a new canvas (the old one was marked before).
   await desktopDrawn(p, "#desktop canvas:not([data-old])");
   // The agent's steps stream again: a message sent now is answered live,
@@ -73,18 +69,18 @@ try {
   // The thinking and the reply were shown live first, then replaced.
   const lines = await p.evaluate(() => window.liveLines);
   const shown = JSON.stringify(lines);
-  if (!lines.some(([c, t]) => c.includes("thinking") && t === "Thinking… The page asked for a command.")) throw new Error(`no live thinking: ${shown}`);
-  if (!lines.some(([c, t]) => c.includes("text") && t === "Done after the restart.")) throw new Error(`no live reply: ${shown}`);
-  if (await p.locator("#chat .live").count()) throw new Error("live lines are left after the reply");
+  check(lines.some(([c, t]) => c.includes("thinking") && t === "Thinking… The page asked for a command."), `no live thinking: ${shown}`);
+  check(lines.some(([c, t]) => c.includes("text") && t === "Done after the restart."), `no live reply: ${shown}`);
+  check(!(await p.locator("#chat .live").count()), "live lines are left after the reply");
   // In the order it happened, live and after a reload alike.
   const order = () => p.locator("#chat > li").evaluateAll((items) => items.map((i) => i.className));
   const live = await order();
   const expected = ["message user", "step thinking", "step tool-use", "step tool-result", "message assistant"];
-  if (JSON.stringify(live.slice(-5)) !== JSON.stringify(expected)) throw new Error(`live order: ${live}`);
+  check(JSON.stringify(live.slice(-5)) === JSON.stringify(expected), `live order: ${live}`);
   await p.reload();
   await p.locator(".message.assistant", { hasText: "Done after the restart." }).waitFor();
   const reloaded = await order();
-  if (JSON.stringify(reloaded) !== JSON.stringify(live)) throw new Error(`after a reload: ${reloaded}, live: ${live}`);
+  check(JSON.stringify(reloaded) === JSON.stringify(live), `after a reload: ${reloaded}, live: ${live}`);
 } catch (err) {
   run.problems.unshift(err.message);
 }

@@ -9,15 +9,11 @@
 
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { desktopDrawn, start } from "./browser.mjs";
+import { check, desktopDrawn, logIn, pageApi, start } from "./browser.mjs";
 
 const [base, adminPass, shots] = process.argv.slice(2);
 const run = await start(shots);
 const shot = (p, name) => run.shot(p, name);
-
-function check(ok, what) {
-  if (!ok) throw new Error(what);
-}
 
 /** The text on the session's desktop: its screenshot from the API, read by OCR. */
 async function screenText(p, id) {
@@ -37,22 +33,10 @@ async function screenText(p, id) {
 
 try {
   const p = await run.page();
-  await p.goto(base + "/");
-  await p.getByLabel("Operator").fill("admin");
-  await p.getByLabel("Password").fill(adminPass);
-  await p.getByRole("button", { name: "Log in" }).click();
-  await p.locator("#sessions").waitFor();
+  await logIn(p, base, "admin", adminPass);
 
   // The API, called as the page's operator (for checks the page does not show).
-  const request = (method, path, body) => p.evaluate(async ([method, path, body]) => {
-    const token = sessionStorage.getItem("raworc.token");
-    const r = await fetch(`/api/v0/${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return r.json();
-  }, [method, path, body]);
+  const request = (method, path, body) => pageApi(p, method, path, body);
   const sessionId = () => decodeURIComponent(new URL(p.url()).hash.split("/")[2]);
   const call = (path, body) => request("POST", `sessions/${sessionId()}/${path}`, body);
 

@@ -5,16 +5,12 @@
 // Exits non-zero (with the reason) at the first thing that is not as a
 // person would expect; saves a screenshot of each step in SHOTS_DIR.
 
-import { start } from "./browser.mjs";
+import { check, pageApi, start } from "./browser.mjs";
 
 const [base, adminPass, user, userPass, shots] = process.argv.slice(2);
 const run = await start(shots);
 const page = () => run.page();
 const shot = (p, name) => run.shot(p, name);
-
-function check(ok, what) {
-  if (!ok) throw new Error(what);
-}
 
 async function login(p, name, pass) {
   await p.goto(base + "/");
@@ -74,10 +70,7 @@ try {
   const extras = first.locator("#sessions tbody tr", { hasText: "with-extras" });
   await extras.waitFor();
   check((await extras.innerText()).includes("internet"), "the list says the session has internet access");
-  const made = await first.evaluate(async (id) => {
-    const r = await fetch(`/api/v0/sessions/${id}`, { headers: { authorization: `Bearer ${sessionStorage.getItem("raworc.token")}` } });
-    return r.json();
-  }, await extras.getAttribute("data-id"));
+  const made = await pageApi(first, "GET", `sessions/${await extras.getAttribute("data-id")}`);
   check(made.setup === "echo ready > /session/data/ready" && made.network === "egress"
     && JSON.stringify([...made.secrets].sort()) === '["API_KEY","OTHER"]', `the form's fields were sent: ${JSON.stringify(made)}`);
   check((await first.locator(".secret").count()) === 0, "the secrets' rows are emptied after the create");
@@ -97,14 +90,7 @@ try {
   await login(admin, "admin", adminPass);
   const names = await rows(admin);
   check(names.includes("admins-session") && names.includes("from-the-form"), `the admin sees all: ${names}`);
-  await admin.evaluate(async () => {
-    const token = sessionStorage.getItem("raworc.token");
-    await fetch("/api/v0/sessions", {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "made-elsewhere" }),
-    });
-  });
+  await pageApi(admin, "POST", "sessions", { name: "made-elsewhere" });
   await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor({ timeout: 10000 });
   await shot(admin, "admin-live");
 
@@ -114,12 +100,8 @@ try {
   await admin.waitForURL(/#\/sessions\?state=closed$/);
   await admin.locator("#none", { hasText: "No closed sessions." }).waitFor();
   check((await rows(admin)).length === 0, `no closed sessions yet: ${await rows(admin)}`);
-  await admin.evaluate(async () => {
-    const token = sessionStorage.getItem("raworc.token");
-    const list = await (await fetch("/api/v0/sessions", { headers: { authorization: `Bearer ${token}` } })).json();
-    const id = list.find((s) => s.name === "made-elsewhere").id;
-    await fetch(`/api/v0/sessions/${id}/close`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
-  });
+  const elsewhere = (await pageApi(admin, "GET", "sessions")).find((s) => s.name === "made-elsewhere");
+  await pageApi(admin, "POST", `sessions/${elsewhere.id}/close`);
   await admin.locator("#sessions tbody tr", { hasText: "made-elsewhere" }).waitFor({ timeout: 10000 });
   check((await rows(admin)).length === 1 && await admin.locator("#none").isHidden(), "only the closed session is listed");
   await admin.reload();

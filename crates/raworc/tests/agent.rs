@@ -660,12 +660,11 @@ async fn after_kill_9_mid_tool_each_message_has_one_reply_and_no_tool_ran_twice(
     .await
     .with_key(KEY);
     let db = raworc_testkit::TestDb::new(Backend::Sqlite);
-    let owned = [
+    let args = [
         raworc_testkit::computer::serve_args(),
         model.serve_anthropic_args(),
     ]
     .concat();
-    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let app = server.app(&db).await;
     let token = app.admin_token.clone();

@@ -48,12 +48,11 @@ async fn the_session_page_comes_back_after_the_server_restarts() {
     .await
     .with_key(KEY);
     let db = TestDb::new(Backend::Sqlite);
-    let owned = [
+    let args = [
         raworc_testkit::computer::serve_args(),
         model.serve_anthropic_args(),
     ]
     .concat();
-    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let server = ServerProcess::start(Path::new(RAWORC), &db, &args);
     let addr = server.addr.to_string();
     let app = server.app(&db).await;

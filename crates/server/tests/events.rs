@@ -31,18 +31,8 @@ async fn lifecycle_changes_are_state_events(b: Backend) {
     let t = app.admin_token.clone();
     let id = app.session(&t, json!({"name": "evented"})).await;
     // Without computers the session stays `created`; closing and restoring it moves it.
-    let r = app
-        .post(&format!("/api/v0/sessions/{id}/close"), Some(&t), json!({}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(&t),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    app.close(&t, &id).await;
+    app.request_restore(&t, &id).await;
     let all = events(&app, &id, "").await;
     let states: Vec<(i64, &str)> = all
         .iter()
@@ -187,19 +177,9 @@ async fn live_pieces_reach_only_streams_that_ask_before_the_events_after_them(b:
     publish_delta(hub, 1, piece(&id, "thinking", 0, "Hm"));
     publish_delta(hub, 1, piece(&id, "text", 1, "Hel"));
     publish_delta(hub, 1, piece(&id, "text", 1, "lo"));
-    let r = app
-        .post(&format!("/api/v0/sessions/{id}/close"), Some(&t), json!({}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    app.close(&t, &id).await;
     publish_delta(hub, 2, piece(&id, "text", 0, "again"));
-    let r = app
-        .post(
-            &format!("/api/v0/sessions/{id}/restore"),
-            Some(&t),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    app.request_restore(&t, &id).await;
 
     let got = read_sse(&mut live, 2).await;
     let shape: Vec<(String, Option<String>, String)> = got

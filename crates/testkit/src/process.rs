@@ -1,6 +1,7 @@
 //! `raworc serve` as a child process, for tests that kill the control
 //! plane the hard way (`kill -9`) and start it again.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,13 +32,18 @@ impl ServerProcess {
     /// Starts `raworc serve` on a random port over `db` with `args` added,
     /// and returns once it listens. Its log goes to the test's output and
     /// is kept ([`ServerProcess::log`]).
-    pub fn start(raworc: &Path, db: &TestDb, args: &[&str]) -> ServerProcess {
+    pub fn start<S: AsRef<OsStr>>(raworc: &Path, db: &TestDb, args: &[S]) -> ServerProcess {
         ServerProcess::start_at(raworc, db, "127.0.0.1:0", args)
     }
 
     /// As [`ServerProcess::start`], listening on `bind` (a restarted
     /// server on the address its clients know).
-    pub fn start_at(raworc: &Path, db: &TestDb, bind: &str, args: &[&str]) -> ServerProcess {
+    pub fn start_at<S: AsRef<OsStr>>(
+        raworc: &Path,
+        db: &TestDb,
+        bind: &str,
+        args: &[S],
+    ) -> ServerProcess {
         let data_dir = db.dir.path().join("data");
         let mut child = Command::new(raworc)
             .arg("serve")
